@@ -1,0 +1,40 @@
+//! Shared mechanisms of the cpm node agents.
+//!
+//! Mechanisms, not policy: which certificates or manifests a node needs lives in each binary's
+//! library; this crate holds what every agent does the same way.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | `ControlPlaneConfiguration`: strict parsing, defaults, field-path errors |
+//! | [`node`] | `NodeRoot`, the path type behind `--root` |
+//! | [`fileset`] | `DesiredFile` and `FileSet`: what an agent wants on disk |
+//! | [`plan`] | diffs a `FileSet` against the node into a `Plan`; renders unified diffs |
+//! | [`apply`] | atomic writes (temp file, fsync, rename, fsync dir), bounded backups |
+//! | [`reconcile`] | the agent loop: triggers, backoff, `--once`, `--dry-run`, `--check` |
+//! | [`watch`] | notify-based file triggers |
+//! | [`cli`] | `CommonArgs`, flattened into each binary's CLI |
+//! | [`telemetry`] | logging setup (text or JSON on stderr) |
+//! | `admin` | `/metrics`, `/livez`, `/readyz` (feature `admin-http`) |
+//! | [`metrics`] | the per-process registry and the standard reconcile metrics |
+//! | [`exit`] | the exit-code table |
+//! | `pki` | key generation, certificate issuance and inspection (feature `pki`) |
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+pub mod build;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod fileset;
+pub mod metrics;
+pub mod node;
+pub mod plan;
+pub mod apply;
+pub mod reconcile;
+pub mod telemetry;
+pub mod watch;
+
+#[cfg(feature = "admin-http")]
+pub mod admin;
+#[cfg(feature = "pki")]
+pub mod pki;

@@ -1,0 +1,1 @@
+//! The cross-binary suite, one test binary.
