@@ -1,1 +1,157 @@
-//! cpm-certs.
+//! cpm-certs: issues, renews and rotates the control-plane certificates of a master node.
+//!
+//! It installs the CA bundle (Secret `cpm-pki`) under `etc/kubernetes/pki` and keeps the seven
+//! kubeadm leaf certificates valid: renewed before `renewBeforeDays`, on SAN, subject, usage or
+//! key-algorithm drift, when a key is missing or does not match, and when the signing CA changed.
+//! Valid certificates (an adopted kubeadm PKI included) are left byte-identical.
+#![warn(clippy::unwrap_used)]
+
+pub mod agent;
+pub mod catalogue;
+pub mod desired;
+pub mod expiration;
+pub mod init_ca;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use cpm_core::cli::CommonArgs;
+use cpm_core::config::KeyAlgorithm;
+use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
+use cpm_core::metrics::ReconcileMetrics;
+use cpm_core::reconcile::{Readiness, Triggers};
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tracing::info;
+
+use crate::agent::{AGENT, CertsAgent, Clock};
+use crate::catalogue::LEAF_FILES;
+use crate::expiration::Output;
+
+/// The admin server's default address.
+pub const ADMIN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9601);
+
+/// The cpm-certs command line.
+#[derive(Debug, Parser)]
+#[command(name = "cpm-certs", version = cpm_core::build::LONG_VERSION, about = "Issues, renews and rotates the control-plane certificates of a master node")]
+pub struct Cli {
+    /// Flags shared by all cpm binaries.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do; without a command, reconcile the node's PKI.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// cpm-certs' commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new CA bundle (ca, front-proxy-ca, etcd-ca, sa key pair) in a directory.
+    InitCa {
+        /// Directory to write the bundle into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Key algorithm of the CAs and the service-account key.
+        #[arg(long, default_value = "ECDSA-P256")]
+        key_algorithm: KeyAlgorithm,
+        /// CA validity in days.
+        #[arg(long, default_value_t = cpm_core::pki::bundle::CA_VALIDITY_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        validity_days: u32,
+    },
+    /// List every certificate on the node with its CA, expiry and residual time.
+    CheckExpiration {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Reissue one leaf certificate (kubeadm name) or `all`, now.
+    Renew {
+        /// `apiserver`, `apiserver-kubelet-client`, `apiserver-etcd-client`, `front-proxy-client`,
+        /// `etcd-server`, `etcd-peer`, `etcd-healthcheck-client`, or `all`.
+        name: String,
+    },
+}
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(OffsetDateTime::now_utc)
+}
+
+/// Runs the command line with the given clock; returns the exit code.
+pub async fn run(cli: Cli, clock: Clock) -> Code {
+    match cli.command {
+        Some(Command::InitCa { out, key_algorithm, validity_days }) => {
+            match init_ca::init_ca(&out, key_algorithm, clock(), validity_days) {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    Code::Ok
+                }
+                Err(e) => {
+                    let code = if matches!(e, init_ca::InitCaError::Exists(_)) { Code::Usage } else { Code::Failure };
+                    report_fatal(&e, Path::new(TERMINATION_LOG));
+                    code
+                }
+            }
+        }
+        Some(Command::CheckExpiration { output }) => {
+            let report = expiration::report(&cli.common.node_root(), clock());
+            print!("{}", expiration::render(&report, output));
+            Code::Ok
+        }
+        Some(Command::Renew { name }) => {
+            let forced: Vec<String> = if name == "all" {
+                LEAF_FILES.iter().map(|(n, _, _)| (*n).to_string()).collect()
+            } else if LEAF_FILES.iter().any(|(n, _, _)| *n == name) {
+                vec![name]
+            } else {
+                let names: Vec<_> = LEAF_FILES.iter().map(|(n, _, _)| *n).collect();
+                eprintln!("error: unknown certificate {name:?}; expected one of {} or all", names.join(", "));
+                return Code::Usage;
+            };
+            let mut common = cli.common;
+            common.once = true;
+            reconcile(common, clock, forced).await
+        }
+        None => reconcile(cli.common, clock, Vec::new()).await,
+    }
+}
+
+async fn reconcile(common: CommonArgs, clock: Clock, forced: Vec<String>) -> Code {
+    let mut registry = Registry::default();
+    let reconcile_metrics = ReconcileMetrics::register(&mut registry, AGENT);
+    let cert_metrics = metrics::CertMetrics::register(&mut registry);
+    let opts = common.run_options();
+    let admin_addr = common.admin_addr.unwrap_or(ADMIN_ADDR);
+    let mut agent = CertsAgent::new(common, clock, Some(cert_metrics));
+    agent.forced = forced;
+    // Init: every input must be valid before the first pass (exit 2 otherwise).
+    if let Err(e) = agent.load_inputs() {
+        report_fatal(&e, Path::new(TERMINATION_LOG));
+        return Code::Usage;
+    }
+    let triggers = Triggers::new();
+    let readiness = Readiness::new(opts.resync * 3);
+    let mut _watch = None;
+    if !opts.once {
+        match cpm_core::watch::watch_files(&agent.inputs(), triggers.sender()) {
+            Ok(w) => _watch = Some(w),
+            Err(e) => {
+                report_fatal(&e, Path::new(TERMINATION_LOG));
+                return Code::Failure;
+            }
+        }
+        match cpm_core::admin::spawn(admin_addr, Arc::new(registry), readiness.clone()).await {
+            Ok(srv) => info!(addr = %srv.addr, "admin server listening"),
+            Err(e) => {
+                report_fatal(&e, Path::new(TERMINATION_LOG));
+                return Code::Failure;
+            }
+        }
+    }
+    cpm_core::reconcile::run(&mut agent, &opts, triggers, &reconcile_metrics, &readiness).await
+}

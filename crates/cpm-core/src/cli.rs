@@ -22,43 +22,43 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// Directory every node path is relative to.
-    #[arg(long, env = "CPM_ROOT", default_value = "/")]
+    #[arg(long, global = true, env = "CPM_ROOT", default_value = "/")]
     pub root: PathBuf,
     /// The ControlPlaneConfiguration file.
-    #[arg(long, env = "CPM_CONFIG", default_value = "/config/config.yaml")]
+    #[arg(long, global = true, env = "CPM_CONFIG", default_value = "/config/config.yaml")]
     pub config: PathBuf,
     /// The CA bundle directory (Secret cpm-pki).
-    #[arg(long, env = "CPM_PKI_DIR", default_value = "/pki")]
+    #[arg(long, global = true, env = "CPM_PKI_DIR", default_value = "/pki")]
     pub pki_dir: PathBuf,
     /// This node's name (else env NODE_NAME).
-    #[arg(long, env = "CPM_NODE_NAME")]
+    #[arg(long, global = true, env = "CPM_NODE_NAME")]
     pub node_name: Option<String>,
     /// This node's IP address (else env NODE_IP).
-    #[arg(long, env = "CPM_NODE_IP")]
+    #[arg(long, global = true, env = "CPM_NODE_IP")]
     pub node_ip: Option<IpAddr>,
     /// Kubeconfig for the Kubernetes API (else in-cluster config).
-    #[arg(long, env = "CPM_KUBECONFIG")]
+    #[arg(long, global = true, env = "CPM_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Run one pass and exit with its result.
-    #[arg(long, env = "CPM_ONCE")]
+    #[arg(long, global = true, env = "CPM_ONCE")]
     pub once: bool,
     /// Print the plan as unified diffs (secrets as hashes) and write nothing.
-    #[arg(long, env = "CPM_DRY_RUN", conflicts_with = "check")]
+    #[arg(long, global = true, env = "CPM_DRY_RUN", conflicts_with = "check")]
     pub dry_run: bool,
     /// Like --dry-run, but exit 3 when anything would change.
-    #[arg(long, env = "CPM_CHECK")]
+    #[arg(long, global = true, env = "CPM_CHECK")]
     pub check: bool,
     /// Log format.
-    #[arg(long, env = "CPM_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, global = true, env = "CPM_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log level or filter (RUST_LOG syntax); RUST_LOG wins when set.
-    #[arg(long, env = "CPM_LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, env = "CPM_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// Admin server address (/metrics, /livez, /readyz); default per binary.
-    #[arg(long, env = "CPM_ADMIN_ADDR")]
+    #[arg(long, global = true, env = "CPM_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
     /// Periodic resync interval in seconds.
-    #[arg(long, env = "CPM_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, env = "CPM_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
 }
 

@@ -238,6 +238,8 @@ impl CertSpec {
         if self.usage == Usage::Ca {
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         } else {
+            // basicConstraints CA:FALSE, as kubeadm writes it.
+            p.is_ca = IsCa::ExplicitNoCa;
             p.use_authority_key_identifier_extension = true;
         }
         Ok(p)

@@ -275,14 +275,17 @@ pub async fn run<A: Agent>(
     readiness: &Readiness,
 ) -> Code {
     if opts.once {
-        return match one_pass(agent, opts.mode, Trigger::Start, 1, metrics, readiness).await {
+        return match one_pass(agent, opts.mode, Trigger::Start, 1, metrics, readiness, false).await {
             Ok(outcome) => {
                 if opts.mode != Mode::Apply {
                     print!("{}", outcome.rendered);
                 }
                 if opts.mode == Mode::Check && outcome.changes() > 0 { Code::Drift } else { Code::Ok }
             }
-            Err(e) => e.code(),
+            Err(e) => {
+                crate::exit::report_fatal(&e, std::path::Path::new(crate::exit::TERMINATION_LOG));
+                e.code()
+            }
         };
     }
     match daemon(agent, opts, triggers, metrics, readiness).await {
@@ -312,7 +315,7 @@ async fn daemon<A: Agent>(
     loop {
         if let Some(trigger) = pending.take() {
             pass_no += 1;
-            match one_pass(agent, opts.mode, trigger, pass_no, metrics, readiness).await {
+            match one_pass(agent, opts.mode, trigger, pass_no, metrics, readiness, true).await {
                 Ok(_) => {
                     backoff = opts.min_backoff;
                     next_at = Instant::now() + jitter(opts.resync, 0.1);
@@ -344,6 +347,7 @@ async fn daemon<A: Agent>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn one_pass<A: Agent>(
     agent: &mut A,
     mode: Mode,
@@ -351,6 +355,7 @@ async fn one_pass<A: Agent>(
     pass_no: u64,
     metrics: &ReconcileMetrics,
     readiness: &Readiness,
+    log_errors: bool,
 ) -> Result<PassOutcome, PassError> {
     let span = info_span!("pass", agent = agent.name(), pass = pass_no, trigger = trigger.name());
     async {
@@ -368,7 +373,8 @@ async fn one_pass<A: Agent>(
                 let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
                 info!(planned = outcome.changes(), applied, duration_ms, "pass complete");
             }
-            Err(e) => error!(error = %chain(e), "pass failed"),
+            Err(e) if log_errors => error!(error = %chain(e), "pass failed"),
+            Err(_) => {}
         }
         result
     }

@@ -1,0 +1,160 @@
+//! `cargo xtask demo`: the main job, as a new user would run it on a fresh machine.
+//!
+//! Builds cpm, creates a CA bundle, runs cpm-certs for each simulated master (127.0.0.1..N, each
+//! with its own `--root`), proves a second pass changes nothing, checks every certificate with
+//! `openssl verify`, then starts a real etcd cluster from the issued certificates and talks to it
+//! over mTLS with `etcdctl`, once with the healthcheck client certificate (accepted) and once with
+//! a certificate from another CA (refused). The tree stays under `target/demo` to explore.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use cpm_testing::etcd::{EtcdOptions, EtcdProcess, EtcdTls, free_port};
+
+use crate::cmd::{self, have, output, workspace_root};
+
+const CONFIG: &str = "\
+apiVersion: cpm.dev/v1alpha1
+kind: ControlPlaneConfiguration
+kubernetesVersion: \"1.33\"
+clusterDomain: cluster.local
+serviceSubnet: 10.96.0.0/12
+certificates: {keyAlgorithm: ECDSA-P256, validityDays: 365, renewBeforeDays: 30}
+apiserver: {certSANs: [api.demo.example, 203.0.113.10]}
+";
+
+const LEAVES: [(&str, &str); 7] = [
+    ("apiserver", "ca.crt"),
+    ("apiserver-kubelet-client", "ca.crt"),
+    ("apiserver-etcd-client", "etcd/ca.crt"),
+    ("front-proxy-client", "front-proxy-ca.crt"),
+    ("etcd/server", "etcd/ca.crt"),
+    ("etcd/peer", "etcd/ca.crt"),
+    ("etcd/healthcheck-client", "etcd/ca.crt"),
+];
+
+fn step(text: &str) {
+    eprintln!("\n==> {text}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("invariant: UTF-8 path")
+}
+
+pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
+    let dir = workspace_root().join(dir);
+    if !(have("openssl") && have("etcd") && have("etcdctl")) {
+        step("installing openssl, etcd and etcdctl from Debian packages");
+        cmd::run("bash", &[".ci/install-deps"])?;
+    }
+    step("building cpm-certs");
+    cmd::run("cargo", &["build", "--locked", "-p", "cpm-certs"])?;
+    let bin = workspace_root().join("target/debug/cpm-certs");
+
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clean {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let pki = dir.join("pki");
+    step("cpm-certs init-ca: a new CA bundle (the content of Secret cpm-pki)");
+    cmd::run(s(&bin), &["init-ca", "--out", s(&pki)])?;
+    let config = dir.join("config.yaml");
+    cpm_core::apply::write_atomic(&config, CONFIG.as_bytes(), 0o600, None, None)?;
+
+    let mut roots = Vec::new();
+    for i in 1..=masters {
+        let root = dir.join(format!("master-{i}"));
+        let name = format!("master-{i}");
+        let ip = format!("127.0.0.{i}");
+        let common = ["--root", s(&root), "--config", s(&config), "--pki-dir", s(&pki), "--node-name", &name, "--node-ip", &ip];
+        step(&format!("{name}: cpm-certs --once (issue the node PKI)"));
+        cmd::run(s(&bin), &[&common[..], &["--once", "--log-level", "warn"]].concat())?;
+        step(&format!("{name}: cpm-certs --check (a second pass must plan nothing)"));
+        cmd::run(s(&bin), &[&common[..], &["--check", "--log-level", "warn"]].concat())?;
+        let p = root.join("etc/kubernetes/pki");
+        for (leaf, ca) in LEAVES {
+            let out = output("openssl", &["verify", "-CAfile", s(&p.join(ca)), s(&p.join(format!("{leaf}.crt")))])?;
+            ensure!(out.status.success(), "openssl verify {leaf} on {name}: {}", String::from_utf8_lossy(&out.stderr));
+            eprint!("   {}", String::from_utf8_lossy(&out.stdout).replace(s(&dir), "target/demo"));
+        }
+        roots.push((name, ip, root));
+    }
+    step("master-1: cpm-certs check-expiration");
+    cmd::run(s(&bin), &["check-expiration", "--root", s(&roots[0].2)])?;
+
+    step(&format!("starting a {masters}-member etcd cluster with the issued server and peer certificates"));
+    let etcd = which("etcd")?;
+    let members: Vec<(String, IpAddr, PathBuf, [u16; 3])> = roots
+        .iter()
+        .map(|(name, ip, root)| {
+            let ip: IpAddr = ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            (name.clone(), ip, root.clone(), [free_port(ip), free_port(ip), free_port(ip)])
+        })
+        .collect();
+    let initial = members.iter().map(|(n, ip, _, p)| format!("{n}=https://{ip}:{}", p[1])).collect::<Vec<_>>().join(",");
+    let mut procs = Vec::new();
+    for (name, ip, root, ports) in &members {
+        let opts = EtcdOptions {
+            name: name.clone(),
+            ip: *ip,
+            data_dir: root.join("var/lib/etcd"),
+            tls: Some(EtcdTls::kubeadm(&root.join("etc/kubernetes/pki"))),
+            initial_cluster: Some(initial.clone()),
+            initial_cluster_state: "new".into(),
+            ports: Some(*ports),
+        };
+        procs.push(EtcdProcess::spawn(&etcd, &opts)?);
+    }
+    for p in &mut procs {
+        p.wait_healthy(Duration::from_secs(60))?;
+    }
+    let endpoints = procs.iter().map(|p| p.client_url.clone()).collect::<Vec<_>>().join(",");
+    let p1 = roots[0].2.join("etc/kubernetes/pki");
+    let tls = |cert: &Path, key: &Path| -> Vec<String> {
+        vec![
+            format!("--endpoints={endpoints}"),
+            format!("--cacert={}", p1.join("etcd/ca.crt").display()),
+            format!("--cert={}", cert.display()),
+            format!("--key={}", key.display()),
+        ]
+    };
+    let good = tls(&p1.join("etcd/healthcheck-client.crt"), &p1.join("etcd/healthcheck-client.key"));
+    step("etcdctl with master-1's healthcheck-client certificate: endpoint health, member list");
+    etcdctl(&[&good[..], &["endpoint".into(), "health".into()]].concat(), true)?;
+    etcdctl(&[&good[..], &["member".into(), "list".into(), "-w".into(), "table".into()]].concat(), true)?;
+
+    step("etcdctl with a certificate from another CA: must be refused");
+    let rogue = dir.join("rogue");
+    std::fs::create_dir_all(&rogue)?;
+    cmd::run(s(&bin), &["init-ca", "--out", s(&rogue.join("pki"))])?;
+    let ca = cpm_testing::fixtures::bundle_ca(&rogue.join("pki"), "etcd-ca");
+    let (crt, key) = cpm_testing::fixtures::client_cert(&ca, &rogue, "client", "rogue");
+    let bad = tls(&crt, &key);
+    etcdctl(&[&bad[..], &["--command-timeout=3s".into(), "get".into(), "x".into()]].concat(), false)?;
+    drop(procs);
+
+    eprintln!("\ndemo complete: {masters} master PKIs under {} (etcd stopped)", dir.display());
+    Ok(())
+}
+
+fn which(program: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| p.is_file()))
+        .with_context(|| format!("{program} not found on PATH"))
+}
+
+fn etcdctl(args: &[String], expect_ok: bool) -> anyhow::Result<()> {
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = output("etcdctl", &argv)?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for line in text.lines().filter(|l| !l.trim().is_empty()).take(12) {
+        eprintln!("   {line}");
+    }
+    match (out.status.success(), expect_ok) {
+        (true, true) | (false, false) => Ok(()),
+        (false, true) => bail!("etcdctl failed"),
+        (true, false) => bail!("etcdctl succeeded with a certificate from another CA"),
+    }
+}
