@@ -45,7 +45,9 @@ pub fn genkey(path: &Path, alg: KeyAlgorithm, traditional: bool) {
     let algo = if alg.is_rsa() { "RSA" } else { "EC" };
     openssl(&["genpkey", "-algorithm", algo, "-pkeyopt", opt, "-out", s(path)]);
     if traditional {
-        openssl(&["pkey", "-in", s(path), "-traditional", "-out", s(path)]);
+        let tmp = path.with_extension("traditional");
+        openssl(&["pkey", "-in", s(path), "-traditional", "-out", s(&tmp)]);
+        std::fs::rename(&tmp, path).expect("invariant: rename key");
     }
 }
 
