@@ -1,1 +1,4 @@
-//! The cross-binary suite, one test binary.
+//! The cross-binary suite, one test binary: repository-wide rules (tidy) now; end-to-end
+//! scenarios across binaries as they arrive.
+
+mod tidy;

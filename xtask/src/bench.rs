@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use cpm_certs::catalogue::{NodeIdentity, leaves};
-use cpm_core::config::{ControlPlaneConfiguration, KeyAlgorithm, San};
-use cpm_core::pki::Usage;
+use cpm_core::config::{ControlPlaneConfiguration, KeyAlgorithm};
 use cpm_testing::openssl::{OpensslCert, issue};
 
 use crate::cmd::{self, workspace_root};
 
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
 pub enum Which {
     /// Full node PKI issuance: cpm-certs against the openssl CLI.
     Pki {
@@ -36,19 +35,39 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn pki(rounds: u32) -> anyhow::Result<()> {
-    cmd::run("cargo", &["build", "--locked", "--release", "-p", "cpm-certs"])?;
+    cmd::run(
+        "cargo",
+        &["build", "--locked", "--release", "-p", "cpm-certs"],
+    )?;
     let bin = workspace_root().join("target/release/cpm-certs");
-    let work = tempfile::Builder::new().prefix("cpm-bench-pki-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("cpm-bench-pki-")
+        .tempdir()?;
     let config_text = "apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\napiserver: {certSANs: [api.example.com, 203.0.113.10]}\n";
-    let node = NodeIdentity { name: "master-1".parse().map_err(anyhow::Error::msg)?, ip: "192.0.2.10".parse()? };
-    println!("| key algorithm | cpm-certs --once (median of {rounds}) | openssl CLI (median of {rounds}) | openssl / cpm |");
+    let node = NodeIdentity {
+        name: "master-1".parse().map_err(anyhow::Error::msg)?,
+        ip: "192.0.2.10".parse()?,
+    };
+    println!(
+        "| key algorithm | cpm-certs --once (median of {rounds}) | openssl CLI (median of {rounds}) | openssl / cpm |"
+    );
     println!("|---|---|---|---|");
     for alg in KeyAlgorithm::ALL {
         let dir = work.path().join(alg.name());
         let bundle = dir.join("bundle");
-        let out = Command::new(&bin).args(["init-ca", "--key-algorithm", alg.name(), "--out"]).arg(&bundle).output()?;
-        ensure!(out.status.success(), "init-ca: {}", String::from_utf8_lossy(&out.stderr));
-        let yaml = format!("{config_text}certificates: {{keyAlgorithm: {}}}\n", alg.name());
+        let out = Command::new(&bin)
+            .args(["init-ca", "--key-algorithm", alg.name(), "--out"])
+            .arg(&bundle)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "init-ca: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let yaml = format!(
+            "{config_text}certificates: {{keyAlgorithm: {}}}\n",
+            alg.name()
+        );
         let config = dir.join("config.yaml");
         cpm_core::apply::write_atomic(&config, yaml.as_bytes(), 0o600, None, None)?;
         let cfg = ControlPlaneConfiguration::parse(&yaml, &config).map_err(anyhow::Error::from)?;
@@ -60,11 +79,28 @@ fn pki(rounds: u32) -> anyhow::Result<()> {
             let root = dir.join(format!("cpm-{r}"));
             let start = Instant::now();
             let out = Command::new(&bin)
-                .arg("--root").arg(&root).arg("--config").arg(&config).arg("--pki-dir").arg(&bundle)
-                .args(["--node-name", "master-1", "--node-ip", "192.0.2.10", "--once", "--log-level", "warn"])
+                .arg("--root")
+                .arg(&root)
+                .arg("--config")
+                .arg(&config)
+                .arg("--pki-dir")
+                .arg(&bundle)
+                .args([
+                    "--node-name",
+                    "master-1",
+                    "--node-ip",
+                    "192.0.2.10",
+                    "--once",
+                    "--log-level",
+                    "warn",
+                ])
                 .output()?;
             cpm.push(start.elapsed());
-            ensure!(out.status.success(), "cpm-certs: {}", String::from_utf8_lossy(&out.stderr));
+            ensure!(
+                out.status.success(),
+                "cpm-certs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
 
             let pki = dir.join(format!("openssl-{r}"));
             copy_cas(&bundle, &pki)?;
@@ -89,22 +125,16 @@ fn pki(rounds: u32) -> anyhow::Result<()> {
 /// The same seven leaves cpm issues, as openssl requests.
 fn openssl_set(cfg: &ControlPlaneConfiguration, node: &NodeIdentity) -> Vec<OpensslCert> {
     leaves(cfg, node)
-        .into_iter()
-        .map(|l| OpensslCert {
-            stem: l.stem.to_string(),
-            common_name: l.common_name.clone(),
-            organizations: l.organizations.clone(),
-            sans: l.sans.iter().map(|s| match s { San::Dns(d) => format!("DNS:{d}"), San::Ip(ip) => format!("IP:{ip}") }).collect(),
-            ext_key_usage: match l.usage {
-                Usage::Server => "serverAuth".into(),
-                Usage::Client => "clientAuth".into(),
-                Usage::ServerClient | Usage::Ca => "serverAuth,clientAuth".into(),
-            },
-            signer: match l.signer {
-                cpm_certs::catalogue::Signer::Kubernetes => "ca".into(),
-                cpm_certs::catalogue::Signer::FrontProxy => "front-proxy-ca".into(),
-                cpm_certs::catalogue::Signer::Etcd => "etcd/ca".into(),
-            },
+        .iter()
+        .map(|l| {
+            OpensslCert::new(
+                l.stem,
+                &l.common_name,
+                &l.organizations,
+                &l.sans,
+                l.usage,
+                l.signer.stem(),
+            )
         })
         .collect()
 }

@@ -10,14 +10,37 @@ pub fn run(no_install: bool) -> anyhow::Result<()> {
         cmd::run("bash", &[".ci/install-deps"])?;
     }
     cmd::run("cargo", &["fmt", "--all", "--check"])?;
-    cmd::run("cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    cmd::run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     for c in CRATES {
         cmd::run("cargo", &["check", "--locked", "-p", c])?;
     }
     if have("cargo-nextest") {
-        cmd::run("cargo", &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])?;
+        cmd::run(
+            "cargo",
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+            ],
+        )?;
     } else {
-        cmd::run("cargo", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
+        cmd::run(
+            "cargo",
+            &["test", "--workspace", "--locked", "--no-fail-fast"],
+        )?;
     }
     cmd::run("cargo", &["test", "--workspace", "--locked", "--doc"])?;
     Ok(())

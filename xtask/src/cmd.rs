@@ -7,7 +7,10 @@ use anyhow::{Context, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("invariant: xtask has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("invariant: xtask has a parent")
+        .to_path_buf()
 }
 
 /// Runs `program args…` in the workspace root, inheriting stdio; fails on a non-zero exit.
@@ -36,5 +39,6 @@ pub fn output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Re
 
 /// Whether `program` is on PATH.
 pub fn have(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }

@@ -68,32 +68,77 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         let root = dir.join(format!("master-{i}"));
         let name = format!("master-{i}");
         let ip = format!("127.0.0.{i}");
-        let common = ["--root", s(&root), "--config", s(&config), "--pki-dir", s(&pki), "--node-name", &name, "--node-ip", &ip];
+        let common = [
+            "--root",
+            s(&root),
+            "--config",
+            s(&config),
+            "--pki-dir",
+            s(&pki),
+            "--node-name",
+            &name,
+            "--node-ip",
+            &ip,
+        ];
         step(&format!("{name}: cpm-certs --once (issue the node PKI)"));
-        cmd::run(s(&bin), &[&common[..], &["--once", "--log-level", "warn"]].concat())?;
-        step(&format!("{name}: cpm-certs --check (a second pass must plan nothing)"));
-        cmd::run(s(&bin), &[&common[..], &["--check", "--log-level", "warn"]].concat())?;
+        cmd::run(
+            s(&bin),
+            &[&common[..], &["--once", "--log-level", "warn"]].concat(),
+        )?;
+        step(&format!(
+            "{name}: cpm-certs --check (a second pass must plan nothing)"
+        ));
+        cmd::run(
+            s(&bin),
+            &[&common[..], &["--check", "--log-level", "warn"]].concat(),
+        )?;
         let p = root.join("etc/kubernetes/pki");
         for (leaf, ca) in LEAVES {
-            let out = output("openssl", &["verify", "-CAfile", s(&p.join(ca)), s(&p.join(format!("{leaf}.crt")))])?;
-            ensure!(out.status.success(), "openssl verify {leaf} on {name}: {}", String::from_utf8_lossy(&out.stderr));
-            eprint!("   {}", String::from_utf8_lossy(&out.stdout).replace(s(&dir), "target/demo"));
+            let out = output(
+                "openssl",
+                &[
+                    "verify",
+                    "-CAfile",
+                    s(&p.join(ca)),
+                    s(&p.join(format!("{leaf}.crt"))),
+                ],
+            )?;
+            ensure!(
+                out.status.success(),
+                "openssl verify {leaf} on {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprint!(
+                "   {}",
+                String::from_utf8_lossy(&out.stdout).replace(s(&dir), "target/demo")
+            );
         }
         roots.push((name, ip, root));
     }
     step("master-1: cpm-certs check-expiration");
     cmd::run(s(&bin), &["check-expiration", "--root", s(&roots[0].2)])?;
 
-    step(&format!("starting a {masters}-member etcd cluster with the issued server and peer certificates"));
+    step(&format!(
+        "starting a {masters}-member etcd cluster with the issued server and peer certificates"
+    ));
     let etcd = which("etcd")?;
     let members: Vec<(String, IpAddr, PathBuf, [u16; 3])> = roots
         .iter()
         .map(|(name, ip, root)| {
             let ip: IpAddr = ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            (name.clone(), ip, root.clone(), [free_port(ip), free_port(ip), free_port(ip)])
+            (
+                name.clone(),
+                ip,
+                root.clone(),
+                [free_port(ip), free_port(ip), free_port(ip)],
+            )
         })
         .collect();
-    let initial = members.iter().map(|(n, ip, _, p)| format!("{n}=https://{ip}:{}", p[1])).collect::<Vec<_>>().join(",");
+    let initial = members
+        .iter()
+        .map(|(n, ip, _, p)| format!("{n}=https://{ip}:{}", p[1]))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut procs = Vec::new();
     for (name, ip, root, ports) in &members {
         let opts = EtcdOptions {
@@ -110,7 +155,11 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
     for p in &mut procs {
         p.wait_healthy(Duration::from_secs(60))?;
     }
-    let endpoints = procs.iter().map(|p| p.client_url.clone()).collect::<Vec<_>>().join(",");
+    let endpoints = procs
+        .iter()
+        .map(|p| p.client_url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
     let p1 = roots[0].2.join("etc/kubernetes/pki");
     let tls = |cert: &Path, key: &Path| -> Vec<String> {
         vec![
@@ -120,10 +169,23 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
             format!("--key={}", key.display()),
         ]
     };
-    let good = tls(&p1.join("etcd/healthcheck-client.crt"), &p1.join("etcd/healthcheck-client.key"));
+    let good = tls(
+        &p1.join("etcd/healthcheck-client.crt"),
+        &p1.join("etcd/healthcheck-client.key"),
+    );
     step("etcdctl with master-1's healthcheck-client certificate: endpoint health, member list");
-    etcdctl(&[&good[..], &["endpoint".into(), "health".into()]].concat(), true)?;
-    etcdctl(&[&good[..], &["member".into(), "list".into(), "-w".into(), "table".into()]].concat(), true)?;
+    etcdctl(
+        &[&good[..], &["endpoint".into(), "health".into()]].concat(),
+        true,
+    )?;
+    etcdctl(
+        &[
+            &good[..],
+            &["member".into(), "list".into(), "-w".into(), "table".into()],
+        ]
+        .concat(),
+        true,
+    )?;
 
     step("etcdctl with a certificate from another CA: must be refused");
     let rogue = dir.join("rogue");
@@ -132,23 +194,41 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
     let ca = cpm_testing::fixtures::bundle_ca(&rogue.join("pki"), "etcd-ca");
     let (crt, key) = cpm_testing::fixtures::client_cert(&ca, &rogue, "client", "rogue");
     let bad = tls(&crt, &key);
-    etcdctl(&[&bad[..], &["--command-timeout=3s".into(), "get".into(), "x".into()]].concat(), false)?;
+    etcdctl(
+        &[
+            &bad[..],
+            &["--command-timeout=3s".into(), "get".into(), "x".into()],
+        ]
+        .concat(),
+        false,
+    )?;
     drop(procs);
 
-    eprintln!("\ndemo complete: {masters} master PKIs under {} (etcd stopped)", dir.display());
+    eprintln!(
+        "\ndemo complete: {masters} master PKIs under {} (etcd stopped)",
+        dir.display()
+    );
     Ok(())
 }
 
 fn which(program: &str) -> anyhow::Result<PathBuf> {
     std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|p| p.is_file()))
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
         .with_context(|| format!("{program} not found on PATH"))
 }
 
 fn etcdctl(args: &[String], expect_ok: bool) -> anyhow::Result<()> {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = output("etcdctl", &argv)?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in text.lines().filter(|l| !l.trim().is_empty()).take(12) {
         eprintln!("   {line}");
     }

@@ -72,11 +72,19 @@ pub struct CertsAgent {
 impl CertsAgent {
     /// An agent for `args`, reading time from `clock`, exporting to `metrics` when given.
     pub fn new(args: CommonArgs, clock: Clock, metrics: Option<CertMetrics>) -> Self {
-        Self { args, clock, metrics, forced: Vec::new(), before_rename: None }
+        Self {
+            args,
+            clock,
+            metrics,
+            forced: Vec::new(),
+            before_rename: None,
+        }
     }
 
     /// Init: loads and validates every input. Any error here is bad operator input (exit 2).
-    pub fn load_inputs(&self) -> Result<(ControlPlaneConfiguration, CaBundle, NodeIdentity), InputError> {
+    pub fn load_inputs(
+        &self,
+    ) -> Result<(ControlPlaneConfiguration, CaBundle, NodeIdentity), InputError> {
         let config = ControlPlaneConfiguration::load(&self.args.config)?;
         let node = node_identity(&self.args)?;
         let bundle = CaBundle::load(&self.args.pki_dir)?;
@@ -102,17 +110,28 @@ pub fn node_identity(args: &CommonArgs) -> Result<NodeIdentity, InputError> {
     let ip = args.node_ip()?;
     let name = match name.parse::<San>() {
         Ok(san @ San::Dns(_)) => san,
-        _ => return Err(InputError::NodeName(format!("{name:?} is not a valid DNS name"))),
+        _ => {
+            return Err(InputError::NodeName(format!(
+                "{name:?} is not a valid DNS name"
+            )));
+        }
     };
     Ok(NodeIdentity { name, ip })
 }
 
 /// Reads the node's current leaf files.
-pub fn observe(root: &NodeRoot, config: &ControlPlaneConfiguration, node: &NodeIdentity) -> Result<Observed, ObserveError> {
+pub fn observe(
+    root: &NodeRoot,
+    config: &ControlPlaneConfiguration,
+    node: &NodeIdentity,
+) -> Result<Observed, ObserveError> {
     let mut observed = Observed::new();
     for leaf in leaves(config, node) {
         for rel in [leaf.cert_path(), leaf.key_path()] {
-            let path = root.join(&rel).map_err(|e| ObserveError { path: rel.clone().into(), source: io::Error::other(e) })?;
+            let path = root.join(&rel).map_err(|e| ObserveError {
+                path: rel.clone().into(),
+                source: io::Error::other(e),
+            })?;
             match std::fs::read(&path) {
                 Ok(bytes) => {
                     observed.insert(rel, bytes);
@@ -135,12 +154,23 @@ impl Agent for CertsAgent {
         let root = self.args.node_root();
         let observed = observe(&root, &config, &node).map_err(PassError::runtime)?;
         let now = (self.clock)();
-        let inputs = Inputs { config: &config, bundle: &bundle, node: &node, now, forced: &self.forced };
+        let inputs = Inputs {
+            config: &config,
+            bundle: &bundle,
+            node: &node,
+            now,
+            forced: &self.forced,
+        };
         let d = desired(&inputs, &observed, &mut Key::generate).map_err(PassError::runtime)?;
-        let generation = now.format(&time::format_description::well_known::Iso8601::DEFAULT)
+        let generation = now
+            .format(&time::format_description::well_known::Iso8601::DEFAULT)
             .unwrap_or_else(|_| now.unix_timestamp().to_string());
         let opts = ApplyOptions {
-            backup: Some(BackupPolicy { dir: BACKUP_DIR.into(), generation, keep: BACKUP_KEEP }),
+            backup: Some(BackupPolicy {
+                dir: BACKUP_DIR.into(),
+                generation,
+                keep: BACKUP_KEEP,
+            }),
             before_rename: self.before_rename.as_deref(),
         };
         let outcome = converge(&root, &d.set, mode, &opts)?;

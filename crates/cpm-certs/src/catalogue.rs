@@ -28,6 +28,15 @@ impl Signer {
             Signer::Etcd => "etcd-ca",
         }
     }
+
+    /// The CA's file stem under [`PKI_DIR`] (`ca`, `front-proxy-ca`, `etcd/ca`).
+    pub fn stem(self) -> &'static str {
+        match self {
+            Signer::Kubernetes => "ca",
+            Signer::FrontProxy => "front-proxy-ca",
+            Signer::Etcd => "etcd/ca",
+        }
+    }
 }
 
 /// One leaf certificate a master needs.
@@ -64,17 +73,36 @@ impl Leaf {
 /// Every leaf by kubeadm name, with its file stem and signer, in the order they are issued.
 pub const LEAF_FILES: [(&str, &str, Signer); 7] = [
     ("apiserver", "apiserver", Signer::Kubernetes),
-    ("apiserver-kubelet-client", "apiserver-kubelet-client", Signer::Kubernetes),
-    ("apiserver-etcd-client", "apiserver-etcd-client", Signer::Etcd),
-    ("front-proxy-client", "front-proxy-client", Signer::FrontProxy),
+    (
+        "apiserver-kubelet-client",
+        "apiserver-kubelet-client",
+        Signer::Kubernetes,
+    ),
+    (
+        "apiserver-etcd-client",
+        "apiserver-etcd-client",
+        Signer::Etcd,
+    ),
+    (
+        "front-proxy-client",
+        "front-proxy-client",
+        Signer::FrontProxy,
+    ),
     ("etcd-server", "etcd/server", Signer::Etcd),
     ("etcd-peer", "etcd/peer", Signer::Etcd),
-    ("etcd-healthcheck-client", "etcd/healthcheck-client", Signer::Etcd),
+    (
+        "etcd-healthcheck-client",
+        "etcd/healthcheck-client",
+        Signer::Etcd,
+    ),
 ];
 
 /// The CA certificates by name, with their path under [`PKI_DIR`].
-pub const CA_FILES: [(&str, &str); 3] =
-    [("ca", "ca.crt"), ("front-proxy-ca", "front-proxy-ca.crt"), ("etcd-ca", "etcd/ca.crt")];
+pub const CA_FILES: [(&str, &str); 3] = [
+    ("ca", "ca.crt"),
+    ("front-proxy-ca", "front-proxy-ca.crt"),
+    ("etcd-ca", "etcd/ca.crt"),
+];
 
 /// This node's identity, as the leaves need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +121,11 @@ pub fn leaves(cfg: &ControlPlaneConfiguration, node: &NodeIdentity) -> Vec<Leaf>
         dns("kubernetes"),
         dns("kubernetes.default"),
         dns("kubernetes.default.svc"),
-        San::Dns(format!("kubernetes.default.svc.{}", cfg.cluster_domain).parse().expect("invariant: valid domain")),
+        San::Dns(
+            format!("kubernetes.default.svc.{}", cfg.cluster_domain)
+                .parse()
+                .expect("invariant: valid domain"),
+        ),
         node.name.clone(),
         dns("localhost"),
         San::Ip(cfg.first_service_ip()),
@@ -113,7 +145,15 @@ pub fn leaves(cfg: &ControlPlaneConfiguration, node: &NodeIdentity) -> Vec<Leaf>
         let mut sans = sans;
         sans.sort();
         sans.dedup();
-        Leaf { name, stem, signer, common_name: cn.to_string(), organizations: Vec::new(), usage, sans }
+        Leaf {
+            name,
+            stem,
+            signer,
+            common_name: cn.to_string(),
+            organizations: Vec::new(),
+            usage,
+            sans,
+        }
     };
     let node_cn = node.name.to_string();
     let mut kubelet_client = leaf(1, "kube-apiserver-kubelet-client", Usage::Client, vec![]);

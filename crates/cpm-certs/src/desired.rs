@@ -124,9 +124,15 @@ pub fn decide(
     cfg: &ControlPlaneConfiguration,
     now: OffsetDateTime,
 ) -> Option<Renewal> {
-    let Some(cert) = cert else { return Some(Renewal::Missing) };
-    let Ok(info) = inspect(cert) else { return Some(Renewal::Unparsable) };
-    let Some(key) = key else { return Some(Renewal::KeyMissing) };
+    let Some(cert) = cert else {
+        return Some(Renewal::Missing);
+    };
+    let Ok(info) = inspect(cert) else {
+        return Some(Renewal::Unparsable);
+    };
+    let Some(key) = key else {
+        return Some(Renewal::KeyMissing);
+    };
     let key_matches = std::str::from_utf8(key)
         .ok()
         .and_then(|k| Key::from_pem(k).ok())
@@ -147,7 +153,10 @@ pub fn decide(
         return Some(Renewal::AlgorithmDrift);
     }
     let usages: Vec<&str> = info.ext_key_usages.iter().map(String::as_str).collect();
-    if usages != leaf.usage.ext_key_usages() || info.is_ca || !info.key_usages.iter().any(|u| u == "digitalSignature") {
+    if usages != leaf.usage.ext_key_usages()
+        || info.is_ca
+        || !info.key_usages.iter().any(|u| u == "digitalSignature")
+    {
         return Some(Renewal::UsageDrift);
     }
     if info.not_after - now <= Duration::days(i64::from(cfg.certificates.renew_before_days)) {
@@ -166,19 +175,31 @@ fn subject_matches(leaf: &Leaf, info: &CertInfo) -> bool {
 
 /// Computes the desired PKI of the node: the CA bundle installed under `etc/kubernetes/pki`,
 /// kept leaves byte-identical, renewed leaves freshly issued with keys from `keygen`.
-pub fn desired(inputs: &Inputs<'_>, observed: &Observed, keygen: &mut KeyGen<'_>) -> Result<Desired, DesiredError> {
+pub fn desired(
+    inputs: &Inputs<'_>,
+    observed: &Observed,
+    keygen: &mut KeyGen<'_>,
+) -> Result<Desired, DesiredError> {
     let mut set = FileSet::new();
     set.dir(PKI_DIR, 0o755)?;
     set.dir(format!("{PKI_DIR}/etcd"), 0o755)?;
     let mut expiry = Vec::new();
     for (file, bytes) in inputs.bundle.contents() {
-        let mut f = DesiredFile::new(format!("{PKI_DIR}/{}", file.installed), bytes.to_vec(), file.mode);
+        let mut f = DesiredFile::new(
+            format!("{PKI_DIR}/{}", file.installed),
+            bytes.to_vec(),
+            file.mode,
+        );
         if file.secret {
             f = f.secret();
         }
         set.file(f)?;
     }
-    for (name, ca) in [("ca", &inputs.bundle.kubernetes), ("front-proxy-ca", &inputs.bundle.front_proxy), ("etcd-ca", &inputs.bundle.etcd)] {
+    for (name, ca) in [
+        ("ca", &inputs.bundle.kubernetes),
+        ("front-proxy-ca", &inputs.bundle.front_proxy),
+        ("etcd-ca", &inputs.bundle.etcd),
+    ] {
         expiry.push((name, ca.ca.info().not_after));
     }
     let cfg = inputs.config;
@@ -193,12 +214,19 @@ pub fn desired(inputs: &Inputs<'_>, observed: &Observed, keygen: &mut KeyGen<'_>
         let cert = observed.get(&cert_path).map(Vec::as_slice);
         let key = observed.get(&key_path).map(Vec::as_slice);
         let forced = inputs.forced.iter().any(|f| f == leaf.name);
-        let decision = if forced { Some(Renewal::Forced) } else { decide(&leaf, cert, key, ca, cfg, inputs.now) };
+        let decision = if forced {
+            Some(Renewal::Forced)
+        } else {
+            decide(&leaf, cert, key, ca, cfg, inputs.now)
+        };
         let (cert_bytes, key_bytes, note) = match (decision, cert, key) {
             (None, Some(c), Some(k)) => (c.to_vec(), k.to_vec(), None),
             (reason, _, _) => {
                 let reason = reason.unwrap_or(Renewal::Missing);
-                let issue_err = |source| DesiredError::Issue { name: leaf.name, source };
+                let issue_err = |source| DesiredError::Issue {
+                    name: leaf.name,
+                    source,
+                };
                 let new_key = keygen(cfg.certificates.key_algorithm).map_err(issue_err)?;
                 let spec = CertSpec {
                     common_name: leaf.common_name.clone(),
@@ -226,7 +254,11 @@ pub fn desired(inputs: &Inputs<'_>, observed: &Observed, keygen: &mut KeyGen<'_>
         set.file(key_file)?;
         set.file(cert_file)?;
     }
-    Ok(Desired { set, renewals, expiry })
+    Ok(Desired {
+        set,
+        renewals,
+        expiry,
+    })
 }
 
 #[cfg(test)]

@@ -50,10 +50,28 @@ pub struct Report {
     pub authorities: Vec<Entry>,
 }
 
-fn entry(root: &NodeRoot, name: &str, rel: &str, authority: Option<&'static str>, now: OffsetDateTime) -> Entry {
-    let path = root.join(format!("{PKI_DIR}/{rel}")).unwrap_or_else(|_| PathBuf::from(rel));
-    let mut e = Entry { name: name.to_string(), path: path.clone(), status: "missing", expires: None, residual_seconds: None, authority, key_algorithm: None };
-    let Ok(bytes) = std::fs::read(&path) else { return e };
+fn entry(
+    root: &NodeRoot,
+    name: &str,
+    rel: &str,
+    authority: Option<&'static str>,
+    now: OffsetDateTime,
+) -> Entry {
+    let path = root
+        .join(format!("{PKI_DIR}/{rel}"))
+        .unwrap_or_else(|_| PathBuf::from(rel));
+    let mut e = Entry {
+        name: name.to_string(),
+        path: path.clone(),
+        status: "missing",
+        expires: None,
+        residual_seconds: None,
+        authority,
+        key_algorithm: None,
+    };
+    let Ok(bytes) = std::fs::read(&path) else {
+        return e;
+    };
     let Ok(info) = inspect(&bytes) else {
         e.status = "unparsable";
         return e;
@@ -62,7 +80,10 @@ fn entry(root: &NodeRoot, name: &str, rel: &str, authority: Option<&'static str>
     e.status = if residual > 0 { "ok" } else { "expired" };
     e.expires = info.not_after.format(&Rfc3339).ok();
     e.residual_seconds = Some(residual);
-    e.key_algorithm = info.key_algorithm.map(KeyAlgorithm::name).map(str::to_string);
+    e.key_algorithm = info
+        .key_algorithm
+        .map(KeyAlgorithm::name)
+        .map(str::to_string);
     e
 }
 
@@ -70,10 +91,18 @@ fn entry(root: &NodeRoot, name: &str, rel: &str, authority: Option<&'static str>
 pub fn report(root: &NodeRoot, now: OffsetDateTime) -> Report {
     let certificates = LEAF_FILES
         .iter()
-        .map(|(name, stem, signer)| entry(root, name, &format!("{stem}.crt"), Some(signer.name()), now))
+        .map(|(name, stem, signer)| {
+            entry(root, name, &format!("{stem}.crt"), Some(signer.name()), now)
+        })
         .collect();
-    let authorities = CA_FILES.iter().map(|(name, rel)| entry(root, name, rel, None, now)).collect();
-    Report { certificates, authorities }
+    let authorities = CA_FILES
+        .iter()
+        .map(|(name, rel)| entry(root, name, rel, None, now))
+        .collect();
+    Report {
+        certificates,
+        authorities,
+    }
 }
 
 /// kubeadm-style short duration: `9y`, `364d`, `23h`, `59m`, `<invalid>` once expired.
@@ -95,20 +124,39 @@ pub fn render(report: &Report, output: Output) -> String {
         Output::Table => {
             let mut out = String::new();
             let row = |out: &mut String, e: &Entry, with_ca: bool| {
-                let expires = e.expires.clone().unwrap_or_else(|| format!("<{}>", e.status));
+                let expires = e
+                    .expires
+                    .clone()
+                    .unwrap_or_else(|| format!("<{}>", e.status));
                 let residual = e.residual_seconds.map_or_else(String::new, short_duration);
                 let alg = e.key_algorithm.clone().unwrap_or_default();
                 if with_ca {
-                    let _ = writeln!(out, "{:<26}{:<27}{:<16}{:<24}{}", e.name, expires, residual, e.authority.unwrap_or(""), alg);
+                    let _ = writeln!(
+                        out,
+                        "{:<26}{:<27}{:<16}{:<24}{}",
+                        e.name,
+                        expires,
+                        residual,
+                        e.authority.unwrap_or(""),
+                        alg
+                    );
                 } else {
                     let _ = writeln!(out, "{:<26}{:<27}{:<16}{}", e.name, expires, residual, alg);
                 }
             };
-            let _ = writeln!(out, "{:<26}{:<27}{:<16}{:<24}KEY ALGORITHM", "CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY");
+            let _ = writeln!(
+                out,
+                "{:<26}{:<27}{:<16}{:<24}KEY ALGORITHM",
+                "CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY"
+            );
             for e in &report.certificates {
                 row(&mut out, e, true);
             }
-            let _ = writeln!(out, "\n{:<26}{:<27}{:<16}KEY ALGORITHM", "CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME");
+            let _ = writeln!(
+                out,
+                "\n{:<26}{:<27}{:<16}KEY ALGORITHM",
+                "CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME"
+            );
             for e in &report.authorities {
                 row(&mut out, e, false);
             }

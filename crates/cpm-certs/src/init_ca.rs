@@ -26,7 +26,12 @@ pub enum InitCaError {
 }
 
 /// Writes a new bundle into `out` (created 0700 if missing). Refuses if any bundle file exists.
-pub fn init_ca(out: &Path, alg: KeyAlgorithm, now: OffsetDateTime, validity_days: u32) -> Result<Vec<PathBuf>, InitCaError> {
+pub fn init_ca(
+    out: &Path,
+    alg: KeyAlgorithm,
+    now: OffsetDateTime,
+    validity_days: u32,
+) -> Result<Vec<PathBuf>, InitCaError> {
     if let Some(existing) = FILES.iter().map(|f| out.join(f.name)).find(|p| p.exists()) {
         return Err(InitCaError::Exists(existing));
     }

@@ -32,7 +32,8 @@ use crate::catalogue::LEAF_FILES;
 use crate::expiration::Output;
 
 /// The admin server's default address.
-pub const ADMIN_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9601);
+pub const ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9601);
 
 /// The cpm-certs command line.
 #[derive(Debug, Parser)]
@@ -83,21 +84,27 @@ pub fn system_clock() -> Clock {
 /// Runs the command line with the given clock; returns the exit code.
 pub async fn run(cli: Cli, clock: Clock) -> Code {
     match cli.command {
-        Some(Command::InitCa { out, key_algorithm, validity_days }) => {
-            match init_ca::init_ca(&out, key_algorithm, clock(), validity_days) {
-                Ok(files) => {
-                    for f in files {
-                        println!("{}", f.display());
-                    }
-                    Code::Ok
+        Some(Command::InitCa {
+            out,
+            key_algorithm,
+            validity_days,
+        }) => match init_ca::init_ca(&out, key_algorithm, clock(), validity_days) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
                 }
-                Err(e) => {
-                    let code = if matches!(e, init_ca::InitCaError::Exists(_)) { Code::Usage } else { Code::Failure };
-                    report_fatal(&e, Path::new(TERMINATION_LOG));
-                    code
-                }
+                Code::Ok
             }
-        }
+            Err(e) => {
+                let code = if matches!(e, init_ca::InitCaError::Exists(_)) {
+                    Code::Usage
+                } else {
+                    Code::Failure
+                };
+                report_fatal(&e, Path::new(TERMINATION_LOG));
+                code
+            }
+        },
         Some(Command::CheckExpiration { output }) => {
             let report = expiration::report(&cli.common.node_root(), clock());
             print!("{}", expiration::render(&report, output));
@@ -105,12 +112,18 @@ pub async fn run(cli: Cli, clock: Clock) -> Code {
         }
         Some(Command::Renew { name }) => {
             let forced: Vec<String> = if name == "all" {
-                LEAF_FILES.iter().map(|(n, _, _)| (*n).to_string()).collect()
+                LEAF_FILES
+                    .iter()
+                    .map(|(n, _, _)| (*n).to_string())
+                    .collect()
             } else if LEAF_FILES.iter().any(|(n, _, _)| *n == name) {
                 vec![name]
             } else {
                 let names: Vec<_> = LEAF_FILES.iter().map(|(n, _, _)| *n).collect();
-                eprintln!("error: unknown certificate {name:?}; expected one of {} or all", names.join(", "));
+                eprintln!(
+                    "error: unknown certificate {name:?}; expected one of {} or all",
+                    names.join(", ")
+                );
                 return Code::Usage;
             };
             let mut common = cli.common;

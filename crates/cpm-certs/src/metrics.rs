@@ -46,17 +46,32 @@ impl CertMetrics {
             "Unix time at which the certificate expires",
             m.expiry.clone(),
         );
-        registry.register("cpm_certificate_renewals", "Certificates issued, by reason", m.renewals.clone());
+        registry.register(
+            "cpm_certificate_renewals",
+            "Certificates issued, by reason",
+            m.renewals.clone(),
+        );
         m
     }
 
     /// Records expiries and renewals of an applied pass.
-    pub fn record(&self, expiry: &[(&'static str, OffsetDateTime)], renewals: &[(&'static str, Renewal)]) {
+    pub fn record(
+        &self,
+        expiry: &[(&'static str, OffsetDateTime)],
+        renewals: &[(&'static str, Renewal)],
+    ) {
         for (name, at) in expiry {
-            self.expiry.get_or_create(&NameLabel { name: (*name).to_string() }).set(at.unix_timestamp());
+            self.expiry
+                .get_or_create(&NameLabel {
+                    name: (*name).to_string(),
+                })
+                .set(at.unix_timestamp());
         }
         for (name, reason) in renewals {
-            let labels = RenewalLabels { name: (*name).to_string(), reason: reason.as_str().to_string() };
+            let labels = RenewalLabels {
+                name: (*name).to_string(),
+                reason: reason.as_str().to_string(),
+            };
             self.renewals.get_or_create(&labels).inc();
         }
     }

@@ -42,7 +42,9 @@ pub async fn spawn(
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let registry = registry.clone();
             let readiness = readiness.clone();
             tokio::spawn(async move {
@@ -50,14 +52,20 @@ pub async fn spawn(
                     let resp = respond(&req, &registry, &readiness);
                     async move { Ok::<_, Infallible>(resp) }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
     Ok(AdminServer { addr, task })
 }
 
-fn respond(req: &Request<Incoming>, registry: &Registry, readiness: &Readiness) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    readiness: &Readiness,
+) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
@@ -76,7 +84,10 @@ fn respond(req: &Request<Incoming>, registry: &Registry, readiness: &Readiness) 
         }
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" if readiness.is_ready(SystemTime::now()) => text(StatusCode::OK, "ok\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no recent successful pass\n"),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no recent successful pass\n",
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

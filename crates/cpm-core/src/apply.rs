@@ -80,12 +80,24 @@ pub struct ApplyReport {
 }
 
 /// Applies `plan` under `root`, in order.
-pub fn apply(root: &NodeRoot, plan: &Plan, opts: &ApplyOptions<'_>) -> Result<ApplyReport, ApplyError> {
+pub fn apply(
+    root: &NodeRoot,
+    plan: &Plan,
+    opts: &ApplyOptions<'_>,
+) -> Result<ApplyReport, ApplyError> {
     let mut report = ApplyReport::default();
-    let mut backup = opts.backup.as_ref().map(|p| Backup::new(root, p)).transpose()?;
+    let mut backup = opts
+        .backup
+        .as_ref()
+        .map(|p| Backup::new(root, p))
+        .transpose()?;
     for op in &plan.ops {
         let full = root.join(op.path())?;
-        let err = |source| ApplyError::Io { op: op.kind(), path: full.clone(), source };
+        let err = |source| ApplyError::Io {
+            op: op.kind(),
+            path: full.clone(),
+            source,
+        };
         match op {
             Op::MkDir { mode, .. } => make_dir(&full, *mode).map_err(err)?,
             Op::ChmodDir { to, .. } | Op::Chmod { to, .. } => {
@@ -96,15 +108,27 @@ pub fn apply(root: &NodeRoot, plan: &Plan, opts: &ApplyOptions<'_>) -> Result<Ap
             }
             Op::Create { file } => {
                 ensure_parent(&full).map_err(err)?;
-                write_atomic(&full, &file.bytes, file.mode, file.owner, opts.before_rename)
-                    .map_err(err)?;
+                write_atomic(
+                    &full,
+                    &file.bytes,
+                    file.mode,
+                    file.owner,
+                    opts.before_rename,
+                )
+                .map_err(err)?;
             }
             Op::Replace { file, old } => {
                 if let Some(b) = backup.as_mut() {
                     b.save(&file.path, old)?;
                 }
-                write_atomic(&full, &file.bytes, file.mode, file.owner, opts.before_rename)
-                    .map_err(err)?;
+                write_atomic(
+                    &full,
+                    &file.bytes,
+                    file.mode,
+                    file.owner,
+                    opts.before_rename,
+                )
+                .map_err(err)?;
             }
             Op::Delete { path, old } => {
                 if let Some(b) = backup.as_mut() {
@@ -131,8 +155,12 @@ pub fn write_atomic(
     owner: Option<Owner>,
     before_rename: Option<&BeforeRename>,
 ) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
     let tmp = dir.join(format!(
         ".{}.cpm-tmp-{}-{:08x}",
         name.to_string_lossy(),
@@ -140,7 +168,11 @@ pub fn write_atomic(
         rand::random::<u32>()
     ));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
@@ -173,9 +205,10 @@ fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
 /// Creates missing parent directories (0755, as `mkdir -p` under the usual umask).
 fn ensure_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)
-        }
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent),
         _ => Ok(()),
     }
 }
@@ -204,14 +237,27 @@ impl Backup {
             generation = base.join(format!("{}-{n}", policy.generation));
             n += 1;
         }
-        Ok(Self { base, generation, keep: policy.keep.max(1), used: false })
+        Ok(Self {
+            base,
+            generation,
+            keep: policy.keep.max(1),
+            used: false,
+        })
     }
 
     fn save(&mut self, rel: &Path, old: &[u8]) -> Result<(), ApplyError> {
         let target = self.generation.join(rel);
-        let err = |source| ApplyError::Io { op: "back up", path: target.clone(), source };
+        let err = |source| ApplyError::Io {
+            op: "back up",
+            path: target.clone(),
+            source,
+        };
         let parent = target.parent().unwrap_or(&self.generation);
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(err)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(err)?;
         fs::set_permissions(&self.base, fs::Permissions::from_mode(0o700)).map_err(err)?;
         write_atomic(&target, old, 0o600, None, None).map_err(err)?;
         self.used = true;
@@ -223,7 +269,11 @@ impl Backup {
         if !self.used {
             return Ok(None);
         }
-        let err = |source| ApplyError::Io { op: "prune backups in", path: self.base.clone(), source };
+        let err = |source| ApplyError::Io {
+            op: "prune backups in",
+            path: self.base.clone(),
+            source,
+        };
         let mut generations: Vec<PathBuf> = fs::read_dir(&self.base)
             .map_err(err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -235,7 +285,11 @@ impl Backup {
         for old in &generations[..excess] {
             fs::remove_dir_all(old).map_err(err)?;
         }
-        Ok(self.generation.strip_prefix(&self.base).ok().map(Path::to_path_buf))
+        Ok(self
+            .generation
+            .strip_prefix(&self.base)
+            .ok()
+            .map(Path::to_path_buf))
     }
 }
 

@@ -25,7 +25,12 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "CPM_ROOT", default_value = "/")]
     pub root: PathBuf,
     /// The ControlPlaneConfiguration file.
-    #[arg(long, global = true, env = "CPM_CONFIG", default_value = "/config/config.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "CPM_CONFIG",
+        default_value = "/config/config.yaml"
+    )]
     pub config: PathBuf,
     /// The CA bundle directory (Secret cpm-pki).
     #[arg(long, global = true, env = "CPM_PKI_DIR", default_value = "/pki")]
@@ -49,7 +54,13 @@ pub struct CommonArgs {
     #[arg(long, global = true, env = "CPM_CHECK")]
     pub check: bool,
     /// Log format.
-    #[arg(long, global = true, env = "CPM_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "CPM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Log level or filter (RUST_LOG syntax); RUST_LOG wins when set.
     #[arg(long, global = true, env = "CPM_LOG_LEVEL", default_value = "info")]
@@ -101,14 +112,20 @@ impl CommonArgs {
         self.node_name
             .clone()
             .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
-            .ok_or(MissingFlag { flag: "node-name", env: "NODE_NAME" })
+            .ok_or(MissingFlag {
+                flag: "node-name",
+                env: "NODE_NAME",
+            })
     }
 
     /// This node's IP: `--node-ip`, `CPM_NODE_IP`, then `NODE_IP`.
     pub fn node_ip(&self) -> Result<IpAddr, MissingFlag> {
         self.node_ip
             .or_else(|| std::env::var("NODE_IP").ok().and_then(|s| s.parse().ok()))
-            .ok_or(MissingFlag { flag: "node-ip", env: "NODE_IP" })
+            .ok_or(MissingFlag {
+                flag: "node-ip",
+                env: "NODE_IP",
+            })
     }
 }
 

@@ -224,8 +224,13 @@ pub enum KeyAlgorithm {
 
 impl KeyAlgorithm {
     /// Every algorithm, in the order of the docs.
-    pub const ALL: [KeyAlgorithm; 5] =
-        [Self::Rsa2048, Self::Rsa3072, Self::Rsa4096, Self::EcdsaP256, Self::EcdsaP384];
+    pub const ALL: [KeyAlgorithm; 5] = [
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+    ];
 
     /// The name used in config files and on the command line.
     pub fn name(self) -> &'static str {
@@ -253,10 +258,16 @@ impl fmt::Display for KeyAlgorithm {
 impl FromStr for KeyAlgorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|a| a.name()).collect();
-            format!("unknown key algorithm {s:?}, expected one of {}", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|a| a.name()).collect();
+                format!(
+                    "unknown key algorithm {s:?}, expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -280,11 +291,15 @@ impl FromStr for KubernetesMinor {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("{s:?} is not a Kubernetes minor such as \"1.33\"");
         let (major, minor) = s.split_once('.').ok_or_else(bad)?;
-        let digits = |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
         if major != "1" || !digits(minor) {
             return Err(bad());
         }
-        Ok(Self { major: 1, minor: minor.parse().map_err(|_| bad())? })
+        Ok(Self {
+            major: 1,
+            minor: minor.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -295,9 +310,14 @@ pub struct Cidr(pub IpNet);
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let net: IpNet = s.parse().map_err(|_| format!("{s:?} is not a CIDR such as 10.96.0.0/12"))?;
+        let net: IpNet = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a CIDR such as 10.96.0.0/12"))?;
         if net.trunc() != net {
-            return Err(format!("{s:?} has host bits set; did you mean {}?", net.trunc()));
+            return Err(format!(
+                "{s:?} has host bits set; did you mean {}?",
+                net.trunc()
+            ));
         }
         Ok(Self(net))
     }
@@ -337,7 +357,9 @@ impl FromStr for DnsName {
             if i == 0 && label == "*" && s.len() > 2 {
                 continue;
             }
-            let ok_chars = label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let ok_chars = label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if label.is_empty() || label.len() > 63 || !ok_chars {
                 return Err(bad("labels are 1 to 63 letters, digits or '-'"));
             }
@@ -486,13 +508,18 @@ impl Apiserver {
 
 impl AuditPolicy {
     fn defaults() -> Self {
-        Self { mode: AuditMode::Basic, file: None }
+        Self {
+            mode: AuditMode::Basic,
+            file: None,
+        }
     }
 }
 
 impl ControllerManager {
     fn defaults() -> Self {
-        Self { node_monitor_grace_period_seconds: defaults::node_monitor_grace_period_seconds() }
+        Self {
+            node_monitor_grace_period_seconds: defaults::node_monitor_grace_period_seconds(),
+        }
     }
 }
 
@@ -504,7 +531,10 @@ impl Scheduler {
 
 impl Etcd {
     fn defaults() -> Self {
-        Self { quota_backend_bytes: defaults::quota(), backup: Backup::defaults() }
+        Self {
+            quota_backend_bytes: defaults::quota(),
+            backup: Backup::defaults(),
+        }
     }
 }
 
@@ -521,23 +551,29 @@ impl Backup {
 
 impl ApiProxy {
     fn defaults() -> Self {
-        Self { listen: defaults::api_proxy_listen() }
+        Self {
+            listen: defaults::api_proxy_listen(),
+        }
     }
 }
 
 impl ControlPlaneConfiguration {
     /// Reads, parses and validates the config file at `file`.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, file)
     }
 
     /// Parses and validates `text`; `file` only names the source in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
-            ConfigError::Syntax { file: file.to_path_buf(), message: one_line(&e.to_string()) }
-        })?;
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+                file: file.to_path_buf(),
+                message: one_line(&e.to_string()),
+            })?;
         if value.is_null() {
             return Err(field_error(file, ".", "the document is empty"));
         }
@@ -545,21 +581,28 @@ impl ControlPlaneConfiguration {
             let field = e.path().to_string();
             field_error(file, &field, &e.into_inner().to_string())
         })?;
-        cfg.validate().map_err(|(field, message)| field_error(file, field, &message))?;
+        cfg.validate()
+            .map_err(|(field, message)| field_error(file, field, &message))?;
         Ok(cfg)
     }
 
     /// Checks what the types cannot: identity, ranges and cross-field rules.
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.api_version != API_VERSION {
-            return Err(("apiVersion", format!("must be {API_VERSION:?}, not {:?}", self.api_version)));
+            return Err((
+                "apiVersion",
+                format!("must be {API_VERSION:?}, not {:?}", self.api_version),
+            ));
         }
         if self.kind != KIND {
             return Err(("kind", format!("must be {KIND:?}, not {:?}", self.kind)));
         }
         let c = &self.certificates;
         if !(1..=3650).contains(&c.validity_days) {
-            return Err(("certificates.validityDays", "must be between 1 and 3650".into()));
+            return Err((
+                "certificates.validityDays",
+                "must be between 1 and 3650".into(),
+            ));
         }
         if c.renew_before_days >= c.validity_days {
             return Err((
@@ -571,23 +614,38 @@ impl ControlPlaneConfiguration {
             return Err(("clusterName", "must not be empty".into()));
         }
         if self.image_repository.is_empty() || self.image_repository.contains(char::is_whitespace) {
-            return Err(("imageRepository", "must be a non-empty registry path".into()));
+            return Err((
+                "imageRepository",
+                "must be a non-empty registry path".into(),
+            ));
         }
         if self.service_subnet.0.contains(&self.pod_subnet.0.network())
             || self.pod_subnet.0.contains(&self.service_subnet.0.network())
         {
-            return Err(("podSubnet", format!("overlaps serviceSubnet {}", self.service_subnet)));
+            return Err((
+                "podSubnet",
+                format!("overlaps serviceSubnet {}", self.service_subnet),
+            ));
         }
         let audit = &self.apiserver.audit_policy;
         match (audit.mode, &audit.file) {
             (AuditMode::Custom, None) => {
-                return Err(("apiserver.auditPolicy.file", "is required with mode Custom".into()));
+                return Err((
+                    "apiserver.auditPolicy.file",
+                    "is required with mode Custom".into(),
+                ));
             }
             (AuditMode::Custom, Some(f)) if !f.is_absolute() => {
-                return Err(("apiserver.auditPolicy.file", "must be an absolute path".into()));
+                return Err((
+                    "apiserver.auditPolicy.file",
+                    "must be an absolute path".into(),
+                ));
             }
             (AuditMode::None | AuditMode::Basic, Some(_)) => {
-                return Err(("apiserver.auditPolicy.file", "is only allowed with mode Custom".into()));
+                return Err((
+                    "apiserver.auditPolicy.file",
+                    "is only allowed with mode Custom".into(),
+                ));
             }
             _ => {}
         }
@@ -600,7 +658,10 @@ impl ControlPlaneConfiguration {
         if let Quota::Bytes(n) = self.etcd.quota_backend_bytes {
             const MIB: u64 = 1 << 20;
             if !(256 * MIB..=(8u64 << 30)).contains(&n) {
-                return Err(("etcd.quotaBackendBytes", "must be between 256 MiB and 8 GiB".into()));
+                return Err((
+                    "etcd.quotaBackendBytes",
+                    "must be between 256 MiB and 8 GiB".into(),
+                ));
             }
         }
         Ok(())
@@ -617,7 +678,11 @@ impl ControlPlaneConfiguration {
 }
 
 fn field_error(file: &Path, field: &str, message: &str) -> ConfigError {
-    ConfigError::Field { file: file.to_path_buf(), field: field.to_string(), message: one_line(message) }
+    ConfigError::Field {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        message: one_line(message),
+    }
 }
 
 fn one_line(s: &str) -> String {

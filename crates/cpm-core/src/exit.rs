@@ -52,7 +52,10 @@ pub fn report_fatal(err: &(dyn Error + 'static), termination_log: &Path) {
     if termination_log.exists() {
         // Best effort: the file is owned by the kubelet and is not a node file of ours.
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).truncate(true).open(termination_log)
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(termination_log)
         {
             let _ = f.write_all(line.as_bytes());
         }

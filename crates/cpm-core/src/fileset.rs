@@ -45,7 +45,14 @@ pub struct DesiredFile {
 impl DesiredFile {
     /// A plain file with content and mode.
     pub fn new(path: impl Into<PathBuf>, bytes: Vec<u8>, mode: u32) -> Self {
-        Self { path: path.into(), bytes, mode, owner: None, secret: false, note: None }
+        Self {
+            path: path.into(),
+            bytes,
+            mode,
+            owner: None,
+            secret: false,
+            note: None,
+        }
     }
 
     /// Marks the content secret.
@@ -158,7 +165,10 @@ impl FileSet {
 
     /// Owned paths that are not desired: candidates for deletion.
     pub fn orphans(&self) -> impl Iterator<Item = &Path> {
-        self.owned.iter().map(PathBuf::as_path).filter(|p| self.get(p).is_none())
+        self.owned
+            .iter()
+            .map(PathBuf::as_path)
+            .filter(|p| self.get(p).is_none())
     }
 }
 

@@ -64,11 +64,17 @@ impl ReconcileMetrics {
         let m = Self {
             agent: agent.to_string(),
             passes: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
             last_success: Family::default(),
             planned: Family::default(),
         };
-        registry.register("cpm_reconcile", "Reconcile passes by result", m.passes.clone());
+        registry.register(
+            "cpm_reconcile",
+            "Reconcile passes by result",
+            m.passes.clone(),
+        );
         registry.register(
             "cpm_reconcile_duration_seconds",
             "Duration of reconcile passes",
@@ -91,7 +97,10 @@ impl ReconcileMetrics {
     pub fn observe_pass(&self, ok: bool, seconds: f64, unix_now: f64) {
         let result = if ok { "success" } else { "error" };
         self.passes
-            .get_or_create(&ResultLabels { agent: self.agent.clone(), result: result.into() })
+            .get_or_create(&ResultLabels {
+                agent: self.agent.clone(),
+                result: result.into(),
+            })
             .inc();
         self.duration.get_or_create(&self.label()).observe(seconds);
         if ok {
@@ -102,13 +111,20 @@ impl ReconcileMetrics {
     /// Records the operation counts of the last plan.
     pub fn observe_plan(&self, summary: &[(&'static str, usize)]) {
         for (op, n) in summary {
-            let labels = OpLabels { agent: self.agent.clone(), op: (*op).to_string() };
-            self.planned.get_or_create(&labels).set(i64::try_from(*n).unwrap_or(i64::MAX));
+            let labels = OpLabels {
+                agent: self.agent.clone(),
+                op: (*op).to_string(),
+            };
+            self.planned
+                .get_or_create(&labels)
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 
     fn label(&self) -> AgentLabel {
-        AgentLabel { agent: self.agent.clone() }
+        AgentLabel {
+            agent: self.agent.clone(),
+        }
     }
 }
 

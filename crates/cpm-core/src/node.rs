@@ -49,7 +49,9 @@ impl NodeRoot {
     /// Maps an absolute host path (as written in configs, `/etc/kubernetes/…`) under the root.
     pub fn host(&self, abs: impl AsRef<Path>) -> Result<PathBuf, PathError> {
         let abs = abs.as_ref();
-        let rel = abs.strip_prefix("/").map_err(|_| PathError { path: abs.to_path_buf() })?;
+        let rel = abs.strip_prefix("/").map_err(|_| PathError {
+            path: abs.to_path_buf(),
+        })?;
         self.join(rel)
     }
 }
@@ -57,8 +59,16 @@ impl NodeRoot {
 /// Checks that `rel` is a non-empty relative path made only of normal components.
 pub fn check_relative(rel: &Path) -> Result<(), PathError> {
     let ok = !rel.as_os_str().is_empty()
-        && rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if ok { Ok(()) } else { Err(PathError { path: rel.to_path_buf() }) }
+        && rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok {
+        Ok(())
+    } else {
+        Err(PathError {
+            path: rel.to_path_buf(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -87,9 +87,15 @@ impl Key {
     /// Generates a new key.
     pub fn generate(alg: KeyAlgorithm) -> Result<Self, PkiError> {
         let pair = match alg {
-            KeyAlgorithm::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
-            KeyAlgorithm::Rsa3072 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072),
-            KeyAlgorithm::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096),
+            KeyAlgorithm::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+            KeyAlgorithm::Rsa3072 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
+            }
+            KeyAlgorithm::Rsa4096 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)
+            }
             KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
             KeyAlgorithm::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
         }
@@ -100,7 +106,9 @@ impl Key {
     /// Parses a PEM private key: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
     /// (`EC PRIVATE KEY`), as kubeadm and openssl write them.
     pub fn from_pem(pem: &str) -> Result<Self, PkiError> {
-        KeyPair::from_pem(pem).map(|pair| Self { pair }).map_err(PkiError::ParseKey)
+        KeyPair::from_pem(pem)
+            .map(|pair| Self { pair })
+            .map_err(PkiError::ParseKey)
     }
 
     /// The key as PKCS#8 PEM. Secret.
@@ -198,9 +206,11 @@ impl CertSpec {
         p.distinguished_name = rcgen::DistinguishedName::new();
         // rcgen keeps one value per attribute type; more than one O is joined into one entry.
         if !self.organizations.is_empty() {
-            p.distinguished_name.push(DnType::OrganizationName, self.organizations.join(","));
+            p.distinguished_name
+                .push(DnType::OrganizationName, self.organizations.join(","));
         }
-        p.distinguished_name.push(DnType::CommonName, self.common_name.clone());
+        p.distinguished_name
+            .push(DnType::CommonName, self.common_name.clone());
         p.not_before = self.now - BACKDATE;
         p.not_after = self.now + Duration::days(i64::from(self.validity_days));
         let mut serial = rand::random::<[u8; 16]>();
@@ -233,7 +243,13 @@ impl CertSpec {
             .usage
             .ext_key_usages()
             .iter()
-            .map(|u| if *u == "serverAuth" { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth })
+            .map(|u| {
+                if *u == "serverAuth" {
+                    ExtendedKeyUsagePurpose::ServerAuth
+                } else {
+                    ExtendedKeyUsagePurpose::ClientAuth
+                }
+            })
             .collect();
         if self.usage == Usage::Ca {
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -252,7 +268,10 @@ impl CertSpec {
         params
             .self_signed(&key.pair)
             .map(|c| c.pem())
-            .map_err(|source| PkiError::Sign { common_name: self.common_name.clone(), source })
+            .map_err(|source| PkiError::Sign {
+                common_name: self.common_name.clone(),
+                source,
+            })
     }
 }
 
@@ -265,7 +284,9 @@ pub struct Ca {
 
 impl fmt::Debug for Ca {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ca").field("subject", &self.info.common_name).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("subject", &self.info.common_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -282,7 +303,11 @@ impl Ca {
         }
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key.pair)
             .map_err(|e| PkiError::ParseCert(e.to_string()))?;
-        Ok(Self { cert_pem: cert_pem.to_string(), info, issuer })
+        Ok(Self {
+            cert_pem: cert_pem.to_string(),
+            info,
+            issuer,
+        })
     }
 
     /// The CA certificate PEM, exactly as loaded.
@@ -302,13 +327,20 @@ impl Ca {
         params
             .signed_by(&key.pair, &self.issuer)
             .map(|c| c.pem())
-            .map_err(|source| PkiError::Sign { common_name: spec.common_name.clone(), source })
+            .map_err(|source| PkiError::Sign {
+                common_name: spec.common_name.clone(),
+                source,
+            })
     }
 
     /// Whether `cert` was signed by this CA (issuer name and signature both match).
     pub fn signed(&self, cert: &CertInfo) -> bool {
-        let Ok((_, ca)) = X509Certificate::from_der(&self.info.der) else { return false };
-        let Ok((_, leaf)) = X509Certificate::from_der(&cert.der) else { return false };
+        let Ok((_, ca)) = X509Certificate::from_der(&self.info.der) else {
+            return false;
+        };
+        let Ok((_, leaf)) = X509Certificate::from_der(&cert.der) else {
+            return false;
+        };
         leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok()
     }
 }
@@ -370,17 +402,25 @@ pub fn inspect(pem: &[u8]) -> Result<CertInfo, PkiError> {
     }
     let (_, cert) = X509Certificate::from_der(&pem.contents).map_err(|e| bad(&e.to_string()))?;
     let name_values = |name: &x509_parser::x509::X509Name<'_>, oid| -> Vec<String> {
-        name.iter_by_oid(oid).filter_map(|a| a.as_str().ok().map(str::to_string)).collect()
+        name.iter_by_oid(oid)
+            .filter_map(|a| a.as_str().ok().map(str::to_string))
+            .collect()
     };
     let cn = x509_parser::oid_registry::OID_X509_COMMON_NAME;
     let org = x509_parser::oid_registry::OID_X509_ORGANIZATION_NAME;
     let mut info = CertInfo {
-        common_name: name_values(cert.subject(), &cn).into_iter().next().unwrap_or_default(),
+        common_name: name_values(cert.subject(), &cn)
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
         organizations: name_values(cert.subject(), &org)
             .iter()
             .flat_map(|o| o.split(',').map(str::to_string))
             .collect(),
-        issuer_common_name: name_values(cert.issuer(), &cn).into_iter().next().unwrap_or_default(),
+        issuer_common_name: name_values(cert.issuer(), &cn)
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
         dns_names: Vec::new(),
         ips: Vec::new(),
         not_before: cert.validity().not_before.to_datetime(),
@@ -420,7 +460,11 @@ pub fn inspect(pem: &[u8]) -> Result<CertInfo, PkiError> {
                     (ku.key_cert_sign(), "keyCertSign"),
                     (ku.crl_sign(), "cRLSign"),
                 ];
-                info.key_usages = flags.iter().filter(|(on, _)| *on).map(|(_, n)| (*n).to_string()).collect();
+                info.key_usages = flags
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, n)| (*n).to_string())
+                    .collect();
             }
             ParsedExtension::ExtendedKeyUsage(eku) => {
                 if eku.server_auth {

@@ -136,14 +136,26 @@ pub fn plan(root: &NodeRoot, set: &FileSet) -> Result<Plan, PlanError> {
     for dir in set.dirs() {
         let full = root.join(&dir.path)?;
         match lstat(&full)? {
-            None => ops.push(Op::MkDir { path: dir.path.clone(), mode: dir.mode }),
+            None => ops.push(Op::MkDir {
+                path: dir.path.clone(),
+                mode: dir.mode,
+            }),
             Some(md) if md.is_dir() => {
                 let from = md.permissions().mode() & 0o7777;
                 if from != dir.mode {
-                    ops.push(Op::ChmodDir { path: dir.path.clone(), from, to: dir.mode });
+                    ops.push(Op::ChmodDir {
+                        path: dir.path.clone(),
+                        from,
+                        to: dir.mode,
+                    });
                 }
             }
-            Some(_) => return Err(PlanError::InTheWay { path: full, expected: "directory" }),
+            Some(_) => {
+                return Err(PlanError::InTheWay {
+                    path: full,
+                    expected: "directory",
+                });
+            }
         }
     }
     for file in set.files() {
@@ -151,16 +163,30 @@ pub fn plan(root: &NodeRoot, set: &FileSet) -> Result<Plan, PlanError> {
         match read_file(&full)? {
             None => ops.push(Op::Create { file: file.clone() }),
             Some((old, _)) if old != file.bytes => {
-                ops.push(Op::Replace { file: file.clone(), old });
+                ops.push(Op::Replace {
+                    file: file.clone(),
+                    old,
+                });
             }
             Some((_, md)) => {
                 let from = md.permissions().mode() & 0o7777;
                 if from != file.mode {
-                    ops.push(Op::Chmod { path: file.path.clone(), from, to: file.mode });
+                    ops.push(Op::Chmod {
+                        path: file.path.clone(),
+                        from,
+                        to: file.mode,
+                    });
                 }
-                let current = Owner { uid: md.uid(), gid: md.gid() };
+                let current = Owner {
+                    uid: md.uid(),
+                    gid: md.gid(),
+                };
                 if let Some(to) = file.owner.filter(|o| *o != current) {
-                    ops.push(Op::Chown { path: file.path.clone(), from: current, to });
+                    ops.push(Op::Chown {
+                        path: file.path.clone(),
+                        from: current,
+                        to,
+                    });
                 }
             }
         }
@@ -168,7 +194,10 @@ pub fn plan(root: &NodeRoot, set: &FileSet) -> Result<Plan, PlanError> {
     for orphan in set.orphans() {
         let full = root.join(orphan)?;
         if let Some((old, _)) = read_file(&full)? {
-            ops.push(Op::Delete { path: orphan.to_path_buf(), old });
+            ops.push(Op::Delete {
+                path: orphan.to_path_buf(),
+                old,
+            });
         }
     }
     Ok(Plan { ops })
@@ -178,13 +207,19 @@ fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>, PlanError> {
     match std::fs::symlink_metadata(path) {
         Ok(md) => Ok(Some(md)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PlanError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// Reads a regular file (through symlinks). `None` when absent; an error for a directory.
 fn read_file(path: &Path) -> Result<Option<(Vec<u8>, std::fs::Metadata)>, PlanError> {
-    let read_err = |source| PlanError::Read { path: path.to_path_buf(), source };
+    let read_err = |source| PlanError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let md = match std::fs::metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -194,7 +229,10 @@ fn read_file(path: &Path) -> Result<Option<(Vec<u8>, std::fs::Metadata)>, PlanEr
         Err(e) => return Err(read_err(e)),
     };
     if md.is_dir() {
-        return Err(PlanError::InTheWay { path: path.to_path_buf(), expected: "file" });
+        return Err(PlanError::InTheWay {
+            path: path.to_path_buf(),
+            expected: "file",
+        });
     }
     let bytes = std::fs::read(path).map_err(read_err)?;
     Ok(Some((bytes, md)))
@@ -244,7 +282,11 @@ fn render_op(out: &mut String, op: &Op) {
             let _ = writeln!(out, "mode {p} {from:04o} -> {to:04o}");
         }
         Op::Chown { from, to, .. } => {
-            let _ = writeln!(out, "owner {p} {}:{} -> {}:{}", from.uid, from.gid, to.uid, to.gid);
+            let _ = writeln!(
+                out,
+                "owner {p} {}:{} -> {}:{}",
+                from.uid, from.gid, to.uid, to.gid
+            );
         }
         Op::Create { file } => {
             let _ = writeln!(out, "create {p} (mode {:04o})", file.mode);
@@ -274,12 +316,26 @@ fn render_content(out: &mut String, file: &DesiredFile, old: &[u8], old_name: &s
         (Ok(old_text), Ok(new_text)) if !file.secret => {
             let diff = similar::TextDiff::from_lines(old_text, new_text);
             let new_name = format!("b/{}", file.path.display());
-            let _ = write!(out, "{}", diff.unified_diff().context_radius(3).header(old_name, &new_name));
+            let _ = write!(
+                out,
+                "{}",
+                diff.unified_diff()
+                    .context_radius(3)
+                    .header(old_name, &new_name)
+            );
         }
         _ => {
-            let from = if old.is_empty() { "none".to_string() } else { sha256_hex(old) };
+            let from = if old.is_empty() {
+                "none".to_string()
+            } else {
+                sha256_hex(old)
+            };
             let kind = if file.secret { "secret" } else { "binary" };
-            let _ = writeln!(out, "  {kind} content: sha256 {from} -> {}", sha256_hex(&file.bytes));
+            let _ = writeln!(
+                out,
+                "  {kind} content: sha256 {from} -> {}",
+                sha256_hex(&file.bytes)
+            );
         }
     }
 }

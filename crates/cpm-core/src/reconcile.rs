@@ -98,7 +98,12 @@ impl Triggers {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
-        Self { tx, rx, stop_tx: Arc::new(stop_tx), stop_rx }
+        Self {
+            tx,
+            rx,
+            stop_tx: Arc::new(stop_tx),
+            stop_rx,
+        }
     }
 
     /// A sender for watchers.
@@ -162,7 +167,10 @@ pub struct PassOutcome {
 impl PassOutcome {
     /// The outcome of a file plan.
     pub fn from_plan(plan: &Plan) -> Self {
-        Self { rendered: plan.render(), summary: plan.summary() }
+        Self {
+            rendered: plan.render(),
+            summary: plan.summary(),
+        }
     }
 
     /// Total number of planned operations.
@@ -217,13 +225,20 @@ struct ReadinessInner {
 impl Readiness {
     /// Ready while the last success is younger than `max_age`.
     pub fn new(max_age: Duration) -> Self {
-        let inner = ReadinessInner { last_success_unix: AtomicI64::new(0), max_age };
-        Self { inner: Arc::new(inner) }
+        let inner = ReadinessInner {
+            last_success_unix: AtomicI64::new(0),
+            max_age,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Records a successful pass at `now`.
     pub fn mark_success(&self, now: SystemTime) {
-        self.inner.last_success_unix.store(unix_secs(now), Ordering::Relaxed);
+        self.inner
+            .last_success_unix
+            .store(unix_secs(now), Ordering::Relaxed);
     }
 
     /// Whether the agent is ready at `now`.
@@ -235,7 +250,8 @@ impl Readiness {
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// How [`run`] drives the agent.
@@ -275,12 +291,26 @@ pub async fn run<A: Agent>(
     readiness: &Readiness,
 ) -> Code {
     if opts.once {
-        return match one_pass(agent, opts.mode, Trigger::Start, 1, metrics, readiness, false).await {
+        return match one_pass(
+            agent,
+            opts.mode,
+            Trigger::Start,
+            1,
+            metrics,
+            readiness,
+            false,
+        )
+        .await
+        {
             Ok(outcome) => {
                 if opts.mode != Mode::Apply {
                     print!("{}", outcome.rendered);
                 }
-                if opts.mode == Mode::Check && outcome.changes() > 0 { Code::Drift } else { Code::Ok }
+                if opts.mode == Mode::Check && outcome.changes() > 0 {
+                    Code::Drift
+                } else {
+                    Code::Ok
+                }
             }
             Err(e) => {
                 crate::exit::report_fatal(&e, std::path::Path::new(crate::exit::TERMINATION_LOG));
@@ -357,21 +387,35 @@ async fn one_pass<A: Agent>(
     readiness: &Readiness,
     log_errors: bool,
 ) -> Result<PassOutcome, PassError> {
-    let span = info_span!("pass", agent = agent.name(), pass = pass_no, trigger = trigger.name());
+    let span = info_span!(
+        "pass",
+        agent = agent.name(),
+        pass = pass_no,
+        trigger = trigger.name()
+    );
     async {
         let start = Instant::now();
         let result = agent.pass(mode).await;
         let secs = start.elapsed().as_secs_f64();
         let now = SystemTime::now();
-        let unix_now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let unix_now = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         metrics.observe_pass(result.is_ok(), secs, unix_now);
         match &result {
             Ok(outcome) => {
                 metrics.observe_plan(&outcome.summary);
                 readiness.mark_success(now);
-                let applied = if mode == Mode::Apply { outcome.changes() } else { 0 };
+                let applied = if mode == Mode::Apply {
+                    outcome.changes()
+                } else {
+                    0
+                };
                 let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                info!(planned = outcome.changes(), applied, duration_ms, "pass complete");
+                info!(
+                    planned = outcome.changes(),
+                    applied, duration_ms, "pass complete"
+                );
             }
             Err(e) if log_errors => error!(error = %chain(e), "pass failed"),
             Err(_) => {}

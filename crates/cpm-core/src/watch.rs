@@ -23,7 +23,9 @@ pub struct FileWatch {
 
 impl std::fmt::Debug for FileWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileWatch").field("dirs", &self.dirs).finish()
+        f.debug_struct("FileWatch")
+            .field("dirs", &self.dirs)
+            .finish()
     }
 }
 
@@ -67,15 +69,24 @@ pub fn watch_files(inputs: &[PathBuf], tx: TriggerSender) -> Result<FileWatch, W
             let _ = tx.send(Trigger::File);
         }
     };
-    let mut debouncer = new_debouncer(Duration::from_millis(200), None, handler)
-        .map_err(|source| WatchError { path: PathBuf::new(), source })?;
+    let mut debouncer =
+        new_debouncer(Duration::from_millis(200), None, handler).map_err(|source| WatchError {
+            path: PathBuf::new(),
+            source,
+        })?;
     let dirs = watch_dirs(inputs);
     for dir in &dirs {
         debouncer
             .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError { path: dir.clone(), source })?;
+            .map_err(|source| WatchError {
+                path: dir.clone(),
+                source,
+            })?;
     }
-    Ok(FileWatch { _debouncer: debouncer, dirs })
+    Ok(FileWatch {
+        _debouncer: debouncer,
+        dirs,
+    })
 }
 
 #[cfg(test)]

@@ -21,11 +21,16 @@ pub fn etcdctl_binary() -> Option<PathBuf> {
 
 /// Finds `name` via the env var `var`, then `PATH`. Missing: skip locally, panic under `CI=true`.
 pub fn find_tool(name: &str, var: &str) -> Option<PathBuf> {
-    let found = std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_file()).or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
-        })
-    });
+    let found = std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        });
     if found.is_none() {
         let msg = format!("`{name}` not found (set {var} or install it: bash .ci/install-deps)");
         if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -38,7 +43,10 @@ pub fn find_tool(name: &str, var: &str) -> Option<PathBuf> {
 
 /// A free TCP port on `ip` (bound and released; tests accept the small race).
 pub fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("invariant: free port")
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("invariant: free port")
 }
 
 /// TLS files for an etcd member (etcd's own flag names).
@@ -130,37 +138,73 @@ impl EtcdProcess {
     pub fn spawn(bin: &Path, opts: &EtcdOptions) -> std::io::Result<Self> {
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let ip = opts.ip;
-        let [cp, pp, mp] = opts.ports.unwrap_or_else(|| [free_port(ip), free_port(ip), free_port(ip)]);
+        let [cp, pp, mp] = opts
+            .ports
+            .unwrap_or_else(|| [free_port(ip), free_port(ip), free_port(ip)]);
         let client_url = format!("{scheme}://{ip}:{cp}");
         let peer_url = format!("{scheme}://{ip}:{pp}");
         let metrics_url = format!("http://{ip}:{mp}");
         if !opts.data_dir.exists() {
-            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-                .create(&opts.data_dir)?;
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&opts.data_dir)?;
         }
         let log = opts.data_dir.with_extension("log");
         let log_file = std::fs::File::create(&log)?;
-        let initial_cluster = opts.initial_cluster.clone().unwrap_or_else(|| format!("{}={peer_url}", opts.name));
+        let initial_cluster = opts
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={peer_url}", opts.name));
         let mut cmd = Command::new(bin);
         cmd.args(["--name", &opts.name])
             .arg("--data-dir")
             .arg(&opts.data_dir)
             .args(["--logger=zap", "--log-outputs=stderr"])
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
             .args(["--listen-metrics-urls", &metrics_url])
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-state", &opts.initial_cluster_state])
             .args(["--initial-cluster-token", "cpm-test"]);
         if let Some(t) = &opts.tls {
-            cmd.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
-            cmd.arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
-            cmd.arg("--peer-cert-file").arg(&t.peer_cert).arg("--peer-key-file").arg(&t.peer_key);
-            cmd.arg("--peer-trusted-ca-file").arg(&t.ca).arg("--peer-client-cert-auth");
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key);
+            cmd.arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+            cmd.arg("--peer-cert-file")
+                .arg(&t.peer_cert)
+                .arg("--peer-key-file")
+                .arg(&t.peer_key);
+            cmd.arg("--peer-trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--peer-client-cert-auth");
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
         let child = cmd.spawn()?;
-        Ok(Self { child, client_url, peer_url, metrics_url, log })
+        Ok(Self {
+            child,
+            client_url,
+            peer_url,
+            metrics_url,
+            log,
+        })
     }
 
     /// Waits until `/health` answers `"health":"true"`, or fails with the log's tail.
@@ -169,13 +213,19 @@ impl EtcdProcess {
         let addr = self.metrics_url.trim_start_matches("http://").to_string();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                return Err(std::io::Error::other(format!("etcd exited with {status}: {}", self.log_tail())));
+                return Err(std::io::Error::other(format!(
+                    "etcd exited with {status}: {}",
+                    self.log_tail()
+                )));
             }
             if http_get(&addr, "/health").is_some_and(|b| b.contains("\"health\":\"true\"")) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(std::io::Error::other(format!("etcd not healthy after {timeout:?}: {}", self.log_tail())));
+                return Err(std::io::Error::other(format!(
+                    "etcd not healthy after {timeout:?}: {}",
+                    self.log_tail()
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -206,7 +256,8 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())

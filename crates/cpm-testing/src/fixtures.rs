@@ -11,16 +11,25 @@ use time::OffsetDateTime;
 /// Writes a new CA bundle (cpm's flat layout) into `dir`; returns `dir`.
 pub fn ca_bundle(dir: &Path, alg: KeyAlgorithm) -> PathBuf {
     std::fs::create_dir_all(dir).expect("invariant: create bundle dir");
-    for (f, bytes) in generate(alg, OffsetDateTime::now_utc(), 3650).expect("invariant: generate bundle") {
-        write_atomic(&dir.join(f.name), &bytes, f.mode, None, None).expect("invariant: write bundle");
+    for (f, bytes) in
+        generate(alg, OffsetDateTime::now_utc(), 3650).expect("invariant: generate bundle")
+    {
+        write_atomic(&dir.join(f.name), &bytes, f.mode, None, None)
+            .expect("invariant: write bundle");
     }
     dir.to_path_buf()
 }
 
 /// Loads the CA named `name` (`ca`, `front-proxy-ca`, `etcd-ca`) from a bundle directory.
 pub fn bundle_ca(dir: &Path, name: &str) -> Ca {
-    let cert = FILES.iter().find(|f| f.name == format!("{name}.crt")).expect("invariant: known CA");
-    let key = FILES.iter().find(|f| f.name == format!("{name}.key")).expect("invariant: known CA");
+    let cert = FILES
+        .iter()
+        .find(|f| f.name == format!("{name}.crt"))
+        .expect("invariant: known CA");
+    let key = FILES
+        .iter()
+        .find(|f| f.name == format!("{name}.key"))
+        .expect("invariant: known CA");
     let read = |n: &str| std::fs::read_to_string(dir.join(n)).expect("invariant: read bundle");
     Ca::from_pem(&read(cert.name), &read(key.name)).expect("invariant: valid CA")
 }
@@ -30,7 +39,10 @@ pub fn client_cert(ca: &Ca, dir: &Path, stem: &str, common_name: &str) -> (PathB
     let key = Key::generate(KeyAlgorithm::EcdsaP256).expect("invariant: keygen");
     let spec = CertSpec::new(common_name, Usage::Client, OffsetDateTime::now_utc(), 30);
     let pem = ca.issue(&spec, &key).expect("invariant: issue");
-    let (crt, k) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+    let (crt, k) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
     write_atomic(&crt, pem.as_bytes(), 0o644, None, None).expect("invariant: write cert");
     write_atomic(&k, key.to_pem().as_bytes(), 0o600, None, None).expect("invariant: write key");
     (crt, k)
@@ -38,10 +50,13 @@ pub fn client_cert(ca: &Ca, dir: &Path, stem: &str, common_name: &str) -> (PathB
 
 /// A minimal valid config with the given extra YAML appended (top-level keys).
 pub fn config_yaml(extra: &str) -> String {
-    format!("apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n{extra}")
+    format!(
+        "apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n{extra}"
+    )
 }
 
 /// Writes [`config_yaml`] to `path`.
 pub fn write_config(path: &Path, extra: &str) {
-    write_atomic(path, config_yaml(extra).as_bytes(), 0o600, None, None).expect("invariant: write config");
+    write_atomic(path, config_yaml(extra).as_bytes(), 0o600, None, None)
+        .expect("invariant: write config");
 }

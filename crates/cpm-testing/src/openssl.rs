@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cpm_core::config::KeyAlgorithm;
+use cpm_core::config::{KeyAlgorithm, San};
+use cpm_core::pki::Usage;
 
 /// One certificate to issue.
 #[derive(Debug, Clone)]
@@ -23,10 +24,45 @@ pub struct OpensslCert {
     pub signer: String,
 }
 
+impl OpensslCert {
+    /// A request for the same certificate cpm describes with core types.
+    pub fn new(
+        stem: &str,
+        common_name: &str,
+        organizations: &[String],
+        sans: &[San],
+        usage: Usage,
+        signer: &str,
+    ) -> Self {
+        let ext_key_usage = usage.ext_key_usages().join(",");
+        Self {
+            stem: stem.to_string(),
+            common_name: common_name.to_string(),
+            organizations: organizations.to_vec(),
+            sans: sans
+                .iter()
+                .map(|s| match s {
+                    San::Dns(d) => format!("DNS:{d}"),
+                    San::Ip(ip) => format!("IP:{ip}"),
+                })
+                .collect(),
+            ext_key_usage,
+            signer: signer.to_string(),
+        }
+    }
+}
+
 /// Runs openssl with `args`; panics with its stderr on failure (test helper).
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("invariant: run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("invariant: run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn s(p: &Path) -> &str {
@@ -43,7 +79,15 @@ pub fn genkey(path: &Path, alg: KeyAlgorithm, traditional: bool) {
         KeyAlgorithm::EcdsaP384 => "ec_paramgen_curve:P-384",
     };
     let algo = if alg.is_rsa() { "RSA" } else { "EC" };
-    openssl(&["genpkey", "-algorithm", algo, "-pkeyopt", opt, "-out", s(path)]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        algo,
+        "-pkeyopt",
+        opt,
+        "-out",
+        s(path),
+    ]);
     if traditional {
         let tmp = path.with_extension("traditional");
         openssl(&["pkey", "-in", s(path), "-traditional", "-out", s(&tmp)]);
@@ -64,7 +108,10 @@ fn key_usage(alg: KeyAlgorithm, ca: bool) -> String {
 
 /// A self-signed CA `<dir>/<stem>.crt` + `.key`, valid 10 years.
 pub fn ca(dir: &Path, stem: &str, common_name: &str, alg: KeyAlgorithm, traditional: bool) {
-    let (crt, key) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+    let (crt, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
     if let Some(p) = crt.parent() {
         std::fs::create_dir_all(p).expect("invariant: mkdir");
     }
@@ -74,13 +121,32 @@ pub fn ca(dir: &Path, stem: &str, common_name: &str, alg: KeyAlgorithm, traditio
         "[req]\ndistinguished_name=dn\nx509_extensions=v3\nprompt=no\n[dn]\nCN={common_name}\n[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage={}\nsubjectKeyIdentifier=hash\n",
         key_usage(alg, true)
     );
-    cpm_core::apply::write_atomic(&cnf, text.as_bytes(), 0o600, None, None).expect("invariant: write cnf");
-    openssl(&["req", "-x509", "-new", "-key", s(&key), "-config", s(&cnf), "-days", "3650", "-out", s(&crt)]);
+    cpm_core::apply::write_atomic(&cnf, text.as_bytes(), 0o600, None, None)
+        .expect("invariant: write cnf");
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        s(&key),
+        "-config",
+        s(&cnf),
+        "-days",
+        "3650",
+        "-out",
+        s(&crt),
+    ]);
     std::fs::remove_file(cnf).ok();
 }
 
 /// Issues `cert` under `dir`, signed by the CA at `<dir>/<signer>.crt|key`, valid `days`.
-pub fn issue(dir: &Path, cert: &OpensslCert, alg: KeyAlgorithm, days: u32, traditional: bool) -> PathBuf {
+pub fn issue(
+    dir: &Path,
+    cert: &OpensslCert,
+    alg: KeyAlgorithm,
+    days: u32,
+    traditional: bool,
+) -> PathBuf {
     let crt = dir.join(format!("{}.crt", cert.stem));
     let key = dir.join(format!("{}.key", cert.stem));
     let csr = dir.join(format!("{}.csr", cert.stem));
@@ -94,7 +160,16 @@ pub fn issue(dir: &Path, cert: &OpensslCert, alg: KeyAlgorithm, days: u32, tradi
         subj.push_str(&format!("/O={o}"));
     }
     subj.push_str(&format!("/CN={}", cert.common_name));
-    openssl(&["req", "-new", "-key", s(&key), "-subj", &subj, "-out", s(&csr)]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        s(&key),
+        "-subj",
+        &subj,
+        "-out",
+        s(&csr),
+    ]);
     let mut text = format!(
         "basicConstraints=critical,CA:FALSE\nkeyUsage={}\nextendedKeyUsage={}\nauthorityKeyIdentifier=keyid\n",
         key_usage(alg, false),
@@ -103,13 +178,28 @@ pub fn issue(dir: &Path, cert: &OpensslCert, alg: KeyAlgorithm, days: u32, tradi
     if !cert.sans.is_empty() {
         text.push_str(&format!("subjectAltName={}\n", cert.sans.join(",")));
     }
-    cpm_core::apply::write_atomic(&ext, text.as_bytes(), 0o600, None, None).expect("invariant: write ext");
+    cpm_core::apply::write_atomic(&ext, text.as_bytes(), 0o600, None, None)
+        .expect("invariant: write ext");
     let serial = format!("0x{:032x}", rand::random::<u128>() >> 1);
     let ca_crt = dir.join(format!("{}.crt", cert.signer));
     let ca_key = dir.join(format!("{}.key", cert.signer));
     openssl(&[
-        "x509", "-req", "-in", s(&csr), "-CA", s(&ca_crt), "-CAkey", s(&ca_key), "-set_serial", &serial,
-        "-days", &days.to_string(), "-extfile", s(&ext), "-out", s(&crt),
+        "x509",
+        "-req",
+        "-in",
+        s(&csr),
+        "-CA",
+        s(&ca_crt),
+        "-CAkey",
+        s(&ca_key),
+        "-set_serial",
+        &serial,
+        "-days",
+        &days.to_string(),
+        "-extfile",
+        s(&ext),
+        "-out",
+        s(&crt),
     ]);
     std::fs::remove_file(csr).ok();
     std::fs::remove_file(ext).ok();
@@ -122,5 +212,12 @@ pub fn kubeadm_cas(pki: &Path, alg: KeyAlgorithm, traditional: bool) {
     ca(pki, "front-proxy-ca", "front-proxy-ca", alg, traditional);
     ca(pki, "etcd/ca", "etcd-ca", alg, traditional);
     genkey(&pki.join("sa.key"), alg, traditional);
-    openssl(&["pkey", "-in", s(&pki.join("sa.key")), "-pubout", "-out", s(&pki.join("sa.pub"))]);
+    openssl(&[
+        "pkey",
+        "-in",
+        s(&pki.join("sa.key")),
+        "-pubout",
+        "-out",
+        s(&pki.join("sa.pub")),
+    ]);
 }

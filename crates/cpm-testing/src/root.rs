@@ -30,7 +30,12 @@ pub struct Entry {
 impl FakeRoot {
     /// A new empty root.
     pub fn new() -> Self {
-        Self { dir: tempfile::Builder::new().prefix("cpm-root-").tempdir().expect("invariant: tempdir") }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("cpm-root-")
+                .tempdir()
+                .expect("invariant: tempdir"),
+        }
     }
 
     /// The root directory.
@@ -76,15 +81,28 @@ impl Default for FakeRoot {
 }
 
 fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let path = e.path();
-        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
-        let rel = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
         let digest = if md.is_dir() {
             "dir".to_string()
         } else if md.file_type().is_symlink() {
-            format!("-> {}", std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default())
+            format!(
+                "-> {}",
+                std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default()
+            )
         } else {
             sha256_hex(&std::fs::read(&path).unwrap_or_default())
         };

@@ -19,8 +19,15 @@ struct Case {
 fn case(alg: KeyAlgorithm) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let bundle = CaBundle::load(&ca_bundle(&dir.path().join("pki"), alg)).unwrap();
-    let node = NodeIdentity { name: "master-1".parse().unwrap(), ip: "192.0.2.10".parse().unwrap() };
-    Case { _dir: dir, bundle, node }
+    let node = NodeIdentity {
+        name: "master-1".parse().unwrap(),
+        ip: "192.0.2.10".parse().unwrap(),
+    };
+    Case {
+        _dir: dir,
+        bundle,
+        node,
+    }
 }
 
 fn config(extra: &str) -> ControlPlaneConfiguration {
@@ -28,10 +35,30 @@ fn config(extra: &str) -> ControlPlaneConfiguration {
 }
 
 /// Runs `desired` and returns the renewals plus the observed map the result would leave on disk.
-fn run(c: &Case, cfg: &ControlPlaneConfiguration, observed: &Observed, now: OffsetDateTime, forced: &[String]) -> (Vec<(&'static str, Renewal)>, Observed) {
-    let inputs = Inputs { config: cfg, bundle: &c.bundle, node: &c.node, now, forced };
+fn run(
+    c: &Case,
+    cfg: &ControlPlaneConfiguration,
+    observed: &Observed,
+    now: OffsetDateTime,
+    forced: &[String],
+) -> (Vec<(&'static str, Renewal)>, Observed) {
+    let inputs = Inputs {
+        config: cfg,
+        bundle: &c.bundle,
+        node: &c.node,
+        now,
+        forced,
+    };
     let d = desired(&inputs, observed, &mut Key::generate).unwrap();
-    let after = d.set.files().iter().filter(|f| !f.path.starts_with("etc/kubernetes/pki/ca") && f.path.to_string_lossy().contains('.')).map(|f| (f.path.to_string_lossy().into_owned(), f.bytes.clone())).collect();
+    let after = d
+        .set
+        .files()
+        .iter()
+        .filter(|f| {
+            !f.path.starts_with("etc/kubernetes/pki/ca") && f.path.to_string_lossy().contains('.')
+        })
+        .map(|f| (f.path.to_string_lossy().into_owned(), f.bytes.clone()))
+        .collect();
     (d.renewals, after)
 }
 
@@ -42,7 +69,10 @@ fn check(got: &[(&'static str, Renewal)], expected: &[(&str, Renewal)]) {
 }
 
 fn all(reason: Renewal) -> Vec<(&'static str, Renewal)> {
-    crate::catalogue::LEAF_FILES.iter().map(|(n, _, _)| (*n, reason)).collect()
+    crate::catalogue::LEAF_FILES
+        .iter()
+        .map(|(n, _, _)| (*n, reason))
+        .collect()
 }
 
 #[test]
@@ -80,11 +110,33 @@ fn renews_only_inside_renew_before_days() {
 #[test]
 fn adding_a_san_reissues_only_the_apiserver_certificate() {
     let c = case(KeyAlgorithm::EcdsaP256);
-    let (_, disk) = run(&c, &config("apiserver: {certSANs: [api.example.com]}\n"), &Observed::new(), T0, &[]);
-    let (renewals, after) = run(&c, &config("apiserver: {certSANs: [api.example.com, 203.0.113.10]}\n"), &disk, T0, &[]);
+    let (_, disk) = run(
+        &c,
+        &config("apiserver: {certSANs: [api.example.com]}\n"),
+        &Observed::new(),
+        T0,
+        &[],
+    );
+    let (renewals, after) = run(
+        &c,
+        &config("apiserver: {certSANs: [api.example.com, 203.0.113.10]}\n"),
+        &disk,
+        T0,
+        &[],
+    );
     check(&renewals, &[("apiserver", Renewal::SanDrift)]);
-    let changed: Vec<_> = after.iter().filter(|(p, b)| disk.get(*p) != Some(b)).map(|(p, _)| p.as_str()).collect();
-    assert_eq!(changed, vec!["etc/kubernetes/pki/apiserver.crt", "etc/kubernetes/pki/apiserver.key"]);
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, b)| disk.get(*p) != Some(b))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        changed,
+        vec![
+            "etc/kubernetes/pki/apiserver.crt",
+            "etc/kubernetes/pki/apiserver.key"
+        ]
+    );
 }
 
 #[test]
@@ -94,14 +146,27 @@ fn node_ip_change_reissues_serving_certificates() {
     let (_, disk) = run(&c, &cfg, &Observed::new(), T0, &[]);
     c.node.ip = "192.0.2.11".parse().unwrap();
     let (renewals, _) = run(&c, &cfg, &disk, T0, &[]);
-    check(&renewals, &[("apiserver", Renewal::SanDrift), ("etcd-server", Renewal::SanDrift), ("etcd-peer", Renewal::SanDrift)]);
+    check(
+        &renewals,
+        &[
+            ("apiserver", Renewal::SanDrift),
+            ("etcd-server", Renewal::SanDrift),
+            ("etcd-peer", Renewal::SanDrift),
+        ],
+    );
 }
 
 #[test]
 fn key_algorithm_change_reissues_every_leaf() {
     let c = case(KeyAlgorithm::EcdsaP256);
     let (_, disk) = run(&c, &config(""), &Observed::new(), T0, &[]);
-    let (renewals, _) = run(&c, &config("certificates: {keyAlgorithm: ECDSA-P384}\n"), &disk, T0, &[]);
+    let (renewals, _) = run(
+        &c,
+        &config("certificates: {keyAlgorithm: ECDSA-P384}\n"),
+        &disk,
+        T0,
+        &[],
+    );
     check(&renewals, &all(Renewal::AlgorithmDrift));
 }
 
@@ -111,14 +176,24 @@ fn a_rotated_ca_reissues_the_leaves_it_signs() {
     let cfg = config("");
     let (_, disk) = run(&c, &cfg, &Observed::new(), T0, &[]);
     let other = case(KeyAlgorithm::EcdsaP256);
-    let rotated = Case { bundle: CaBundle { etcd: other.bundle.etcd, ..c.bundle }, node: c.node, _dir: c._dir };
+    let rotated = Case {
+        bundle: CaBundle {
+            etcd: other.bundle.etcd,
+            ..c.bundle
+        },
+        node: c.node,
+        _dir: c._dir,
+    };
     let (renewals, _) = run(&rotated, &cfg, &disk, T0, &[]);
-    check(&renewals, &[
-        ("apiserver-etcd-client", Renewal::CaChanged),
-        ("etcd-server", Renewal::CaChanged),
-        ("etcd-peer", Renewal::CaChanged),
-        ("etcd-healthcheck-client", Renewal::CaChanged),
-    ]);
+    check(
+        &renewals,
+        &[
+            ("apiserver-etcd-client", Renewal::CaChanged),
+            ("etcd-server", Renewal::CaChanged),
+            ("etcd-peer", Renewal::CaChanged),
+            ("etcd-healthcheck-client", Renewal::CaChanged),
+        ],
+    );
 }
 
 #[test]
@@ -130,13 +205,19 @@ fn missing_or_foreign_keys_and_broken_certs_are_reissued() {
     broken.remove("etc/kubernetes/pki/apiserver.key");
     let foreign = disk["etc/kubernetes/pki/front-proxy-client.key"].clone();
     broken.insert("etc/kubernetes/pki/etcd/peer.key".into(), foreign);
-    broken.insert("etc/kubernetes/pki/etcd/server.crt".into(), b"garbage".to_vec());
+    broken.insert(
+        "etc/kubernetes/pki/etcd/server.crt".into(),
+        b"garbage".to_vec(),
+    );
     let (renewals, _) = run(&c, &cfg, &broken, T0, &[]);
-    check(&renewals, &[
-        ("apiserver", Renewal::KeyMissing),
-        ("etcd-server", Renewal::Unparsable),
-        ("etcd-peer", Renewal::KeyMismatch),
-    ]);
+    check(
+        &renewals,
+        &[
+            ("apiserver", Renewal::KeyMissing),
+            ("etcd-server", Renewal::Unparsable),
+            ("etcd-peer", Renewal::KeyMismatch),
+        ],
+    );
 }
 
 #[test]

@@ -13,13 +13,23 @@ fn check(break_input: impl FnOnce(&Node), extra: &[&str], expected: &[&str]) {
     assert_eq!(code(&node.run(&["--once"])), 0);
     let before = node.root.entries();
     break_input(&node);
-    for mode in [&["--once"][..], &["--dry-run"], &["--check"], &["renew", "all"]] {
+    for mode in [
+        &["--once"][..],
+        &["--dry-run"],
+        &["--check"],
+        &["renew", "all"],
+    ] {
         let out = node.run(&[mode, extra].concat());
         let err = stderr(&out);
         assert_eq!(code(&out), 2, "{mode:?}: {err}");
         for want in expected {
-            let want = want.replace("{config}", s(&node.config)).replace("{pki}", s(&node.pki));
-            assert!(err.contains(&want), "{mode:?}: {err:?} should contain {want:?}");
+            let want = want
+                .replace("{config}", s(&node.config))
+                .replace("{pki}", s(&node.pki));
+            assert!(
+                err.contains(&want),
+                "{mode:?}: {err:?} should contain {want:?}"
+            );
         }
         assert!(err.starts_with("error: "), "{err}");
         assert_eq!(node.root.entries(), before, "{mode:?}: the node changed");
@@ -30,26 +40,42 @@ fn config(node: &Node, text: &str) {
     write_atomic(&node.config, text.as_bytes(), 0o600, None, None).unwrap();
 }
 
-const HEAD: &str = "apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n";
+const HEAD: &str =
+    "apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n";
+
+/// A config of `HEAD` plus `yaml` must be refused with `expected`.
+fn check_config(yaml: &str, expected: &str) {
+    let text = format!("{HEAD}{yaml}");
+    check(|n| config(n, &text), &[], &[expected]);
+}
 
 #[test]
 fn malformed_yaml() {
-    check(|n| config(n, &format!("{HEAD}apiserver: {{certSANs: [a\n")), &[], &["{config}: invalid YAML"]);
+    check_config("apiserver: {certSANs: [a\n", "{config}: invalid YAML");
 }
 
 #[test]
 fn unknown_field() {
-    check(|n| config(n, &format!("{HEAD}certificates: {{keyAlgoritm: RSA-2048}}\n")), &[], &["{config}: certificates.keyAlgoritm: unknown field `keyAlgoritm`"]);
+    check_config(
+        "certificates: {keyAlgoritm: RSA-2048}\n",
+        "{config}: certificates.keyAlgoritm: unknown field `keyAlgoritm`",
+    );
 }
 
 #[test]
 fn bad_cidr() {
-    check(|n| config(n, &format!("{HEAD}serviceSubnet: 10.96.0.0/40\n")), &[], &["{config}: serviceSubnet: \"10.96.0.0/40\" is not a CIDR"]);
+    check_config(
+        "serviceSubnet: 10.96.0.0/40\n",
+        "{config}: serviceSubnet: \"10.96.0.0/40\" is not a CIDR",
+    );
 }
 
 #[test]
 fn invalid_san() {
-    check(|n| config(n, &format!("{HEAD}apiserver: {{certSANs: [api.example.com, \"bad_name\"]}}\n")), &[], &["{config}: apiserver.certSANs[1]: \"bad_name\" is neither an IP address nor a valid DNS name"]);
+    check_config(
+        "apiserver: {certSANs: [api.example.com, \"bad_name\"]}\n",
+        "{config}: apiserver.certSANs[1]: \"bad_name\" is neither an IP address nor a valid DNS name",
+    );
 }
 
 #[test]
@@ -57,7 +83,10 @@ fn ca_key_that_does_not_match_its_certificate() {
     check(
         |n| {
             let other = tempfile::tempdir().unwrap();
-            let other_pki = cpm_testing::fixtures::ca_bundle(other.path(), cpm_core::config::KeyAlgorithm::EcdsaP256);
+            let other_pki = cpm_testing::fixtures::ca_bundle(
+                other.path(),
+                cpm_core::config::KeyAlgorithm::EcdsaP256,
+            );
             fs::copy(other_pki.join("etcd-ca.key"), n.pki.join("etcd-ca.key")).unwrap();
         },
         &[],
@@ -67,7 +96,11 @@ fn ca_key_that_does_not_match_its_certificate() {
 
 #[test]
 fn missing_pki_dir() {
-    check(|n| fs::remove_dir_all(&n.pki).unwrap(), &[], &["{pki}: CA bundle directory is missing or unreadable"]);
+    check(
+        |n| fs::remove_dir_all(&n.pki).unwrap(),
+        &[],
+        &["{pki}: CA bundle directory is missing or unreadable"],
+    );
 }
 
 #[test]
@@ -86,17 +119,30 @@ fn unreadable_pki_dir() {
 
 #[test]
 fn missing_config_file() {
-    check(|n| fs::remove_file(&n.config).unwrap(), &[], &["{config}: cannot read config"]);
+    check(
+        |n| fs::remove_file(&n.config).unwrap(),
+        &[],
+        &["{config}: cannot read config"],
+    );
 }
 
 #[test]
 fn node_name_that_cannot_be_a_san() {
-    check(|_| {}, &["--node-name", "Bad_Name"], &["--node-name: \"Bad_Name\" is not a valid DNS name"]);
+    check(
+        |_| {},
+        &["--node-name", "Bad_Name"],
+        &["--node-name: \"Bad_Name\" is not a valid DNS name"],
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [&["--node-ip", "300.1.1.1"][..], &["--dry-run", "--check"], &["init-ca"], &["bogus-command"]] {
+    for args in [
+        &["--node-ip", "300.1.1.1"][..],
+        &["--dry-run", "--check"],
+        &["init-ca"],
+        &["bogus-command"],
+    ] {
         let out = cpm_certs(args);
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
     }

@@ -13,7 +13,8 @@ use super::*;
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.get(9..12)?.parse().ok()?;
@@ -44,30 +45,94 @@ fn daemon_serves_admin_reacts_to_config_and_exits_0_on_sigterm() {
     let port = free_port("127.0.0.1".parse().unwrap());
     let addr = format!("127.0.0.1:{port}");
     let mut args = node.args();
-    args.extend(["--admin-addr".into(), addr.clone(), "--log-format".into(), "json".into()]);
-    let child = Command::new(bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    args.extend([
+        "--admin-addr".into(),
+        addr.clone(),
+        "--log-format".into(),
+        "json".into(),
+    ]);
+    let child = Command::new(bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut daemon = Daemon(child);
 
-    eventually("readyz 200", || http_get(&addr, "/readyz").is_some_and(|(c, _)| c == 200));
+    eventually("readyz 200", || {
+        http_get(&addr, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
     let (_, metrics) = http_get(&addr, "/metrics").unwrap();
-    assert!(metrics.contains("cpm_certificate_expiry_timestamp_seconds{name=\"apiserver\"}"), "{metrics}");
-    assert!(metrics.contains("cpm_reconcile_total{agent=\"cpm-certs\",result=\"success\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("cpm_certificate_expiry_timestamp_seconds{name=\"apiserver\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cpm_reconcile_total{agent=\"cpm-certs\",result=\"success\"} 1"),
+        "{metrics}"
+    );
     assert!(http_get(&addr, "/livez").is_some_and(|(c, _)| c == 200));
     let apiserver = node.root.read("etc/kubernetes/pki/apiserver.crt");
 
+    // SIGHUP runs a pass now.
+    let passes = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("cpm_reconcile_total{agent=\"cpm-certs\",result=\"success\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let before = passes(&metrics).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &daemon.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually("a pass after SIGHUP", || {
+        http_get(&addr, "/metrics")
+            .and_then(|(_, m)| passes(&m))
+            .is_some_and(|n| n > before)
+    });
+    assert_eq!(
+        node.root.read("etc/kubernetes/pki/apiserver.crt"),
+        apiserver,
+        "a pass on unchanged inputs changes nothing"
+    );
+
     // A new SAN in the config reaches the apiserver certificate without a restart.
-    write_atomic(&node.config, cpm_testing::fixtures::config_yaml("apiserver: {certSANs: [new.example.com]}\n").as_bytes(), 0o600, None, None).unwrap();
-    eventually("apiserver certificate reissued", || node.root.read("etc/kubernetes/pki/apiserver.crt") != apiserver);
-    let (ok, text) = openssl(&["x509", "-in", s(&node.pki_path("apiserver.crt")), "-noout", "-ext", "subjectAltName"]);
+    write_atomic(
+        &node.config,
+        cpm_testing::fixtures::config_yaml("apiserver: {certSANs: [new.example.com]}\n").as_bytes(),
+        0o600,
+        None,
+        None,
+    )
+    .unwrap();
+    eventually("apiserver certificate reissued", || {
+        node.root.read("etc/kubernetes/pki/apiserver.crt") != apiserver
+    });
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        s(&node.pki_path("apiserver.crt")),
+        "-noout",
+        "-ext",
+        "subjectAltName",
+    ]);
     assert!(ok && text.contains("DNS:new.example.com"), "{text}");
 
     // A broken config keeps the last good state; the daemon keeps running.
     let good = node.root.entries();
     write_atomic(&node.config, b"kind: [", 0o600, None, None).unwrap();
-    eventually("a failed pass is counted", || http_get(&addr, "/metrics").is_some_and(|(_, m)| m.contains("result=\"error\"")));
+    eventually("a failed pass is counted", || {
+        http_get(&addr, "/metrics").is_some_and(|(_, m)| m.contains("result=\"error\""))
+    });
     assert_eq!(node.root.entries(), good);
 
-    let status = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
@@ -79,8 +144,17 @@ fn daemon_serves_admin_reacts_to_config_and_exits_0_on_sigterm() {
     };
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean exit");
     let mut logs = String::new();
-    daemon.0.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert!(logs.lines().all(|l| l.starts_with('{')), "JSON logs only: {logs}");
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.lines().all(|l| l.starts_with('{')),
+        "JSON logs only: {logs}"
+    );
     assert!(logs.contains("SIGTERM: exiting"), "{logs}");
     assert!(!logs.contains("PRIVATE KEY"), "a key reached the logs");
 }

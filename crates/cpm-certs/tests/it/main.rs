@@ -24,7 +24,12 @@ pub struct Node {
 
 impl Node {
     pub fn new(extra_config: &str) -> Self {
-        Self::with(extra_config, KeyAlgorithm::EcdsaP256, "master-1", "127.0.0.1")
+        Self::with(
+            extra_config,
+            KeyAlgorithm::EcdsaP256,
+            "master-1",
+            "127.0.0.1",
+        )
     }
 
     pub fn with(extra_config: &str, alg: KeyAlgorithm, name: &str, ip: &str) -> Self {
@@ -32,17 +37,29 @@ impl Node {
         let pki = ca_bundle(&inputs.path().join("pki"), alg);
         let config = inputs.path().join("config.yaml");
         write_config(&config, extra_config);
-        Self { root: FakeRoot::new(), inputs, config, pki, name: name.into(), ip: ip.into() }
+        Self {
+            root: FakeRoot::new(),
+            inputs,
+            config,
+            pki,
+            name: name.into(),
+            ip: ip.into(),
+        }
     }
 
     /// The shared flags for this node.
     pub fn args(&self) -> Vec<String> {
         vec![
-            "--root".into(), self.root.path().display().to_string(),
-            "--config".into(), self.config.display().to_string(),
-            "--pki-dir".into(), self.pki.display().to_string(),
-            "--node-name".into(), self.name.clone(),
-            "--node-ip".into(), self.ip.clone(),
+            "--root".into(),
+            self.root.path().display().to_string(),
+            "--config".into(),
+            self.config.display().to_string(),
+            "--pki-dir".into(),
+            self.pki.display().to_string(),
+            "--node-name".into(),
+            self.name.clone(),
+            "--node-ip".into(),
+            self.ip.clone(),
         ]
     }
 
@@ -70,7 +87,12 @@ pub fn bin() -> &'static str {
 }
 
 pub fn cpm_certs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(bin()).args(args).env("RUST_BACKTRACE", "0").env_remove("RUST_LOG").output().unwrap()
+    Command::new(bin())
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
 }
 
 pub fn code(out: &Output) -> i32 {
@@ -87,8 +109,14 @@ pub fn stdout(out: &Output) -> String {
 
 /// Runs `openssl args…`; returns (success, stdout + stderr).
 pub fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl must be installed (bash .ci/install-deps)");
-    (out.status.success(), format!("{}{}", stdout(&out), stderr(&out)))
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (bash .ci/install-deps)");
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
 }
 
 pub fn s(p: &Path) -> &str {
@@ -100,8 +128,14 @@ fn version_names_version_revision_and_profile() {
     let out = cpm_certs(&["--version"]);
     assert_eq!(code(&out), 0);
     let text = stdout(&out);
-    assert!(text.starts_with(&format!("cpm-certs {} (git ", env!("CARGO_PKG_VERSION"))), "{text}");
-    assert!(text.contains(", debug)") || text.contains(", release)"), "{text}");
+    assert!(
+        text.starts_with(&format!("cpm-certs {} (git ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(", debug)") || text.contains(", release)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -111,8 +145,18 @@ fn dry_run_writes_nothing_and_check_exits_3_on_drift() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(node.root.entries().is_empty(), "--dry-run wrote files");
     let plan = stdout(&out);
-    assert!(plan.contains("create etc/kubernetes/pki/apiserver.crt (mode 0600)\n  # apiserver: issue (missing)"), "{plan}");
-    assert!(plan.contains("create etc/kubernetes/pki/ca.key (mode 0600)\n  secret content: sha256 none -> "), "{plan}");
+    assert!(
+        plan.contains(
+            "create etc/kubernetes/pki/apiserver.crt (mode 0600)\n  # apiserver: issue (missing)"
+        ),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(
+            "create etc/kubernetes/pki/ca.key (mode 0600)\n  secret content: sha256 none -> "
+        ),
+        "{plan}"
+    );
     assert!(!plan.contains("PRIVATE KEY"), "a secret reached stdout");
 
     let out = node.run(&["--check"]);
@@ -124,7 +168,11 @@ fn dry_run_writes_nothing_and_check_exits_3_on_drift() {
     let out = node.run(&["--check"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "", "an empty plan prints nothing");
-    assert_eq!(node.root.entries(), tree, "second pass: same bytes, modes, mtimes, inodes");
+    assert_eq!(
+        node.root.entries(),
+        tree,
+        "second pass: same bytes, modes, mtimes, inodes"
+    );
 }
 
 #[test]
@@ -137,20 +185,39 @@ fn renew_reissues_only_the_named_certificate() {
     let after = node.root.entries();
     let changed: Vec<_> = after
         .iter()
-        .filter(|(p, e)| !p.starts_with("etc/kubernetes/cpm") && before.get(*p).map(|b| &b.digest) != Some(&e.digest))
+        .filter(|(p, e)| {
+            !p.starts_with("etc/kubernetes/cpm")
+                && before.get(*p).map(|b| &b.digest) != Some(&e.digest)
+        })
         .map(|(p, _)| p.as_str())
         .collect();
-    assert_eq!(changed, vec!["etc/kubernetes/pki/etcd/peer.crt", "etc/kubernetes/pki/etcd/peer.key"]);
+    assert_eq!(
+        changed,
+        vec![
+            "etc/kubernetes/pki/etcd/peer.crt",
+            "etc/kubernetes/pki/etcd/peer.key"
+        ]
+    );
     let out = node.run(&["renew", "etcd-pear"]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("unknown certificate \"etcd-pear\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown certificate \"etcd-pear\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn check_expiration_lists_every_certificate() {
     let node = Node::new("");
     assert_eq!(code(&node.run(&["--once"])), 0);
-    let out = cpm_certs(&["check-expiration", "--root", s(node.root.path()), "--output", "json"]);
+    let out = cpm_certs(&[
+        "check-expiration",
+        "--root",
+        s(node.root.path()),
+        "--output",
+        "json",
+    ]);
     assert_eq!(code(&out), 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let leaves = v["certificates"].as_array().unwrap();
@@ -162,49 +229,55 @@ fn check_expiration_lists_every_certificate() {
     assert_eq!(leaves[4]["name"], "etcd-server");
     assert_eq!(leaves[4]["authority"], "etcd-ca");
     assert_eq!(v["authorities"].as_array().unwrap().len(), 3);
-    let table = stdout(&cpm_certs(&["check-expiration", "--root", s(node.root.path())]));
-    assert!(table.lines().any(|l| l.starts_with("apiserver ") && l.contains(" 364d ") && l.contains(" ca ")), "{table}");
+    let table = stdout(&cpm_certs(&[
+        "check-expiration",
+        "--root",
+        s(node.root.path()),
+    ]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("apiserver ") && l.contains(" 364d ") && l.contains(" ca ")),
+        "{table}"
+    );
     std::fs::remove_file(node.pki_path("front-proxy-client.crt")).unwrap();
-    let table = stdout(&cpm_certs(&["check-expiration", "--root", s(node.root.path())]));
-    assert!(table.lines().any(|l| l.starts_with("front-proxy-client") && l.contains("<missing>")), "{table}");
+    let table = stdout(&cpm_certs(&[
+        "check-expiration",
+        "--root",
+        s(node.root.path()),
+    ]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("front-proxy-client") && l.contains("<missing>")),
+        "{table}"
+    );
 }
 
 #[test]
 fn init_ca_refuses_to_overwrite_a_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("pki");
-    let out = cpm_certs(&["init-ca", "--out", s(&out_dir), "--key-algorithm", "RSA-2048"]);
+    let out = cpm_certs(&[
+        "init-ca",
+        "--out",
+        s(&out_dir),
+        "--key-algorithm",
+        "RSA-2048",
+    ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (ok, text) = openssl(&["x509", "-in", s(&out_dir.join("ca.crt")), "-noout", "-text"]);
-    assert!(ok && text.contains("Public-Key: (2048 bit)") && text.contains("CA:TRUE"), "{text}");
+    assert!(
+        ok && text.contains("Public-Key: (2048 bit)") && text.contains("CA:TRUE"),
+        "{text}"
+    );
     let before = std::fs::read(out_dir.join("ca.key")).unwrap();
     let out = cpm_certs(&["init-ca", "--out", s(&out_dir)]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("ca.crt: exists; refusing to overwrite a CA bundle"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ca.crt: exists; refusing to overwrite a CA bundle"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read(out_dir.join("ca.key")).unwrap(), before);
-}
-
-#[test]
-fn every_rust_file_starts_with_a_doc_line() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut missing = Vec::new();
-    for dir in ["crates", "xtask", "tests"] {
-        visit(&root.join(dir), &mut missing);
-    }
-    assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
-}
-
-fn visit(dir: &Path, missing: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() && !p.ends_with("target") {
-            visit(&p, missing);
-        } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("build.rs") {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            if !text.starts_with("//!") {
-                missing.push(p);
-            }
-        }
-    }
 }

@@ -29,7 +29,12 @@ fn defaults_and_modes() {
 
 #[test]
 fn bad_usage_is_a_clap_error_with_exit_2() {
-    for args in [&["--dry-run", "--check"][..], &["--node-ip", "not-an-ip"], &["--resync-seconds", "0"], &["--log-format", "xml"]] {
+    for args in [
+        &["--dry-run", "--check"][..],
+        &["--node-ip", "not-an-ip"],
+        &["--resync-seconds", "0"],
+        &["--log-format", "xml"],
+    ] {
         let err = parse(args).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{args:?}");
     }

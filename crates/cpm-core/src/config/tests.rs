@@ -2,7 +2,8 @@
 
 use super::*;
 
-const HEAD: &str = "apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n";
+const HEAD: &str =
+    "apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n";
 
 fn parse(extra: &str) -> Result<ControlPlaneConfiguration, ConfigError> {
     ControlPlaneConfiguration::parse(&format!("{HEAD}{extra}"), Path::new("/config/c.yaml"))
@@ -15,7 +16,10 @@ fn check(extra: &str, expected_error: Option<&str>) {
         (Err(e), Some(want)) => {
             let got = e.to_string();
             assert!(got.contains(want), "error {got:?} should contain {want:?}");
-            assert!(got.starts_with("/config/c.yaml: "), "error {got:?} should name the file");
+            assert!(
+                got.starts_with("/config/c.yaml: "),
+                "error {got:?} should name the file"
+            );
         }
         (Ok(_), Some(want)) => panic!("expected an error containing {want:?} for {extra:?}"),
         (Err(e), None) => panic!("unexpected error for {extra:?}: {e}"),
@@ -25,7 +29,13 @@ fn check(extra: &str, expected_error: Option<&str>) {
 #[test]
 fn minimal_document_gets_the_documented_defaults() {
     let cfg = parse("").unwrap();
-    assert_eq!(cfg.kubernetes_version, KubernetesMinor { major: 1, minor: 33 });
+    assert_eq!(
+        cfg.kubernetes_version,
+        KubernetesMinor {
+            major: 1,
+            minor: 33
+        }
+    );
     assert_eq!(cfg.image_repository, "registry.k8s.io");
     assert_eq!(cfg.cluster_domain.as_str(), "cluster.local");
     assert_eq!(cfg.service_subnet.to_string(), "10.96.0.0/12");
@@ -44,54 +54,131 @@ fn example_from_the_docs_parses() {
     let text = include_str!("../../../../docs/examples/control-plane.yaml");
     let cfg = ControlPlaneConfiguration::parse(text, Path::new("example")).unwrap();
     assert_eq!(cfg.apiserver.cert_sans.len(), 2);
-    assert_eq!(cfg.apiserver.cert_sans[1], San::Ip("203.0.113.10".parse().unwrap()));
+    assert_eq!(
+        cfg.apiserver.cert_sans[1],
+        San::Ip("203.0.113.10".parse().unwrap())
+    );
 }
 
 #[test]
 fn errors_name_the_field() {
     check("bogus: 1\n", Some("bogus: unknown field `bogus`"));
-    check("apiserver: {certSANs: [ok.example.com, \"bad name!\"]}\n", Some("apiserver.certSANs[1]: \"bad name!\" is neither"));
-    check("apiserver: {extraArgs: {a: b}, nope: true}\n", Some("apiserver.nope: unknown field `nope`"));
-    check("serviceSubnet: 10.96.0.0/33\n", Some("serviceSubnet: \"10.96.0.0/33\" is not a CIDR"));
-    check("serviceSubnet: 10.96.0.1/12\n", Some("serviceSubnet: \"10.96.0.1/12\" has host bits set"));
-    check("podSubnet: 10.96.0.0/16\n", Some("podSubnet: overlaps serviceSubnet"));
-    check("certificates: {keyAlgorithm: DSA}\n", Some("certificates.keyAlgorithm: unknown variant `DSA`"));
-    check("certificates: {validityDays: 30, renewBeforeDays: 30}\n", Some("certificates.renewBeforeDays: must be less than validityDays"));
-    check("certificates: {validityDays: -1}\n", Some("certificates.validityDays"));
-    check("etcd: {quotaBackendBytes: lots}\n", Some("etcd.quotaBackendBytes"));
-    check("etcd: {quotaBackendBytes: 1024}\n", Some("etcd.quotaBackendBytes: must be between"));
+    check(
+        "apiserver: {certSANs: [ok.example.com, \"bad name!\"]}\n",
+        Some("apiserver.certSANs[1]: \"bad name!\" is neither"),
+    );
+    check(
+        "apiserver: {extraArgs: {a: b}, nope: true}\n",
+        Some("apiserver.nope: unknown field `nope`"),
+    );
+    check(
+        "serviceSubnet: 10.96.0.0/33\n",
+        Some("serviceSubnet: \"10.96.0.0/33\" is not a CIDR"),
+    );
+    check(
+        "serviceSubnet: 10.96.0.1/12\n",
+        Some("serviceSubnet: \"10.96.0.1/12\" has host bits set"),
+    );
+    check(
+        "podSubnet: 10.96.0.0/16\n",
+        Some("podSubnet: overlaps serviceSubnet"),
+    );
+    check(
+        "certificates: {keyAlgorithm: DSA}\n",
+        Some("certificates.keyAlgorithm: unknown variant `DSA`"),
+    );
+    check(
+        "certificates: {validityDays: 30, renewBeforeDays: 30}\n",
+        Some("certificates.renewBeforeDays: must be less than validityDays"),
+    );
+    check(
+        "certificates: {validityDays: -1}\n",
+        Some("certificates.validityDays"),
+    );
+    check(
+        "etcd: {quotaBackendBytes: lots}\n",
+        Some("etcd.quotaBackendBytes"),
+    );
+    check(
+        "etcd: {quotaBackendBytes: 1024}\n",
+        Some("etcd.quotaBackendBytes: must be between"),
+    );
     check("etcd: {quotaBackendBytes: 4294967296}\n", None);
-    check("etcd: {backup: {directory: rel/dir}}\n", Some("etcd.backup.directory: must be an absolute path"));
-    check("apiserver: {auditPolicy: {mode: Custom}}\n", Some("apiserver.auditPolicy.file: is required"));
-    check("apiserver: {auditPolicy: {mode: Custom, file: /etc/audit.yaml}}\n", None);
-    check("apiProxy: {listen: \"127.0.0.1\"}\n", Some("apiProxy.listen"));
+    check(
+        "etcd: {backup: {directory: rel/dir}}\n",
+        Some("etcd.backup.directory: must be an absolute path"),
+    );
+    check(
+        "apiserver: {auditPolicy: {mode: Custom}}\n",
+        Some("apiserver.auditPolicy.file: is required"),
+    );
+    check(
+        "apiserver: {auditPolicy: {mode: Custom, file: /etc/audit.yaml}}\n",
+        None,
+    );
+    check(
+        "apiProxy: {listen: \"127.0.0.1\"}\n",
+        Some("apiProxy.listen"),
+    );
 }
 
 #[test]
 fn identity_and_version_are_checked() {
     let file = Path::new("f.yaml");
-    let err = ControlPlaneConfiguration::parse("apiVersion: v1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n", file).unwrap_err();
-    assert!(err.to_string().contains("apiVersion: must be \"cpm.dev/v1alpha1\""), "{err}");
+    let err = ControlPlaneConfiguration::parse(
+        "apiVersion: v1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"1.33\"\n",
+        file,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("apiVersion: must be \"cpm.dev/v1alpha1\""),
+        "{err}"
+    );
     let err = ControlPlaneConfiguration::parse("apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\nkubernetesVersion: \"2.1\"\n", file).unwrap_err();
-    assert!(err.to_string().contains("kubernetesVersion: \"2.1\" is not a Kubernetes minor"), "{err}");
-    let err = ControlPlaneConfiguration::parse("apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\n", file).unwrap_err();
-    assert!(err.to_string().contains("missing field `kubernetesVersion`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("kubernetesVersion: \"2.1\" is not a Kubernetes minor"),
+        "{err}"
+    );
+    let err = ControlPlaneConfiguration::parse(
+        "apiVersion: cpm.dev/v1alpha1\nkind: ControlPlaneConfiguration\n",
+        file,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("missing field `kubernetesVersion`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn malformed_yaml_and_empty_documents_are_refused() {
     let err = parse("apiserver: [unclosed\n").unwrap_err();
     assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
-    assert!(err.to_string().starts_with("/config/c.yaml: invalid YAML"), "{err}");
+    assert!(
+        err.to_string().starts_with("/config/c.yaml: invalid YAML"),
+        "{err}"
+    );
     let err = ControlPlaneConfiguration::parse("", Path::new("e.yaml")).unwrap_err();
     assert!(err.to_string().contains("the document is empty"), "{err}");
 }
 
 #[test]
 fn sans_and_names_parse_strictly() {
-    assert_eq!("*.example.com".parse::<San>().unwrap().to_string(), "*.example.com");
-    assert_eq!("API.Example.com".parse::<San>().unwrap().to_string(), "api.example.com");
-    assert_eq!("::1".parse::<San>().unwrap(), San::Ip("::1".parse().unwrap()));
+    assert_eq!(
+        "*.example.com".parse::<San>().unwrap().to_string(),
+        "*.example.com"
+    );
+    assert_eq!(
+        "API.Example.com".parse::<San>().unwrap().to_string(),
+        "api.example.com"
+    );
+    assert_eq!(
+        "::1".parse::<San>().unwrap(),
+        San::Ip("::1".parse().unwrap())
+    );
     for bad in ["", "-a.com", "a..b", "a_b.com", "*", "a.*.com"] {
         assert!(bad.parse::<San>().is_err(), "{bad:?} should be refused");
     }

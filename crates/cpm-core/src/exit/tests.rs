@@ -30,7 +30,10 @@ fn fatal_report_writes_termination_log_when_present() {
     let log = dir.path().join("termination-log");
     std::fs::File::create(&log).unwrap();
     report_fatal(&Outer("y", Inner), &log);
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "outer y: caused by: inner");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "outer y: caused by: inner"
+    );
     let absent = dir.path().join("absent");
     report_fatal(&Inner, &absent);
     assert!(!absent.exists());

@@ -10,7 +10,10 @@ fn check(rel: &str, expected: Option<&str>) {
 
 #[test]
 fn join_accepts_only_relative_paths_inside_the_root() {
-    check("etc/kubernetes/pki/ca.crt", Some("/r/etc/kubernetes/pki/ca.crt"));
+    check(
+        "etc/kubernetes/pki/ca.crt",
+        Some("/r/etc/kubernetes/pki/ca.crt"),
+    );
     check("./etc", Some("/r/./etc"));
     check("/etc/passwd", None);
     check("etc/../../x", None);
@@ -21,7 +24,10 @@ fn join_accepts_only_relative_paths_inside_the_root() {
 #[test]
 fn host_maps_absolute_paths_under_the_root() {
     let root = NodeRoot::new("/r");
-    assert_eq!(root.host("/etc/kubernetes/admin.conf").unwrap(), Path::new("/r/etc/kubernetes/admin.conf"));
+    assert_eq!(
+        root.host("/etc/kubernetes/admin.conf").unwrap(),
+        Path::new("/r/etc/kubernetes/admin.conf")
+    );
     assert!(root.host("etc/x").is_err());
     assert!(root.host("/etc/../../x").is_err());
 }

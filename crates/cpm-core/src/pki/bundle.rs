@@ -30,7 +30,12 @@ pub struct BundleFile {
 }
 
 const fn file(name: &'static str, installed: &'static str, mode: u32, secret: bool) -> BundleFile {
-    BundleFile { name, installed, mode, secret }
+    BundleFile {
+        name,
+        installed,
+        mode,
+        secret,
+    }
 }
 
 /// Every file of a bundle, CA certificate before its key.
@@ -117,11 +122,18 @@ impl CaBundle {
     /// Reads and validates the bundle in `dir`: every CA parses, is a CA and matches its key;
     /// `sa.pub` is the public half of `sa.key`.
     pub fn load(dir: &Path) -> Result<Self, BundleError> {
-        std::fs::read_dir(dir).map_err(|source| BundleError::Dir { dir: dir.to_path_buf(), source })?;
+        std::fs::read_dir(dir).map_err(|source| BundleError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let read = |f: &BundleFile| -> Result<(PathBuf, Vec<u8>), BundleError> {
             let flat = dir.join(f.name);
             let kubeadm = dir.join(f.installed);
-            let path = if flat.exists() || !kubeadm.exists() { flat } else { kubeadm };
+            let path = if flat.exists() || !kubeadm.exists() {
+                flat
+            } else {
+                kubeadm
+            };
             std::fs::read(&path)
                 .map(|b| (path.clone(), b))
                 .map_err(|source| BundleError::Read { file: path, source })
@@ -138,8 +150,14 @@ impl CaBundle {
             super::inspect(&cert).map_err(invalid(&cert_path))?;
             Key::from_pem(&key_text).map_err(invalid(&key_path))?;
             let ca = Ca::from_pem(&cert_text, &key_text).map_err(|e| match e {
-                PkiError::KeyMismatch => BundleError::Mismatch { key: key_path.clone(), cert: cert_path.clone() },
-                other => BundleError::Invalid { file: cert_path.clone(), source: other },
+                PkiError::KeyMismatch => BundleError::Mismatch {
+                    key: key_path.clone(),
+                    cert: cert_path.clone(),
+                },
+                other => BundleError::Invalid {
+                    file: cert_path.clone(),
+                    source: other,
+                },
             })?;
             Ok(BundleCa { ca, cert, key })
         };
@@ -148,12 +166,27 @@ impl CaBundle {
         let etcd = load_ca(4)?;
         let (sa_key_path, sa_key) = read(&FILES[6])?;
         let (sa_pub_path, sa_pub) = read(&FILES[7])?;
-        let key = Key::from_pem(&String::from_utf8_lossy(&sa_key))
-            .map_err(|source| BundleError::Invalid { file: sa_key_path.clone(), source })?;
-        if normalize_pem(&key.public_key_pem()) != normalize_pem(&String::from_utf8_lossy(&sa_pub)) {
-            return Err(BundleError::Mismatch { key: sa_key_path, cert: sa_pub_path });
+        let key = Key::from_pem(&String::from_utf8_lossy(&sa_key)).map_err(|source| {
+            BundleError::Invalid {
+                file: sa_key_path.clone(),
+                source,
+            }
+        })?;
+        if normalize_pem(&key.public_key_pem()) != normalize_pem(&String::from_utf8_lossy(&sa_pub))
+        {
+            return Err(BundleError::Mismatch {
+                key: sa_key_path,
+                cert: sa_pub_path,
+            });
         }
-        Ok(Self { dir: dir.to_path_buf(), kubernetes, front_proxy, etcd, sa_key, sa_pub })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            kubernetes,
+            front_proxy,
+            etcd,
+            sa_key,
+            sa_pub,
+        })
     }
 
     /// Every file's content, in [`FILES`] order.
@@ -177,9 +210,16 @@ fn normalize_pem(s: &str) -> String {
 
 /// Makes a new bundle: three CAs (`kubernetes`, `front-proxy-ca`, `etcd-ca`) and a
 /// service-account key pair, all with `alg`. Returns `(file, content)` in [`FILES`] order.
-pub fn generate(alg: KeyAlgorithm, now: OffsetDateTime, validity_days: u32) -> Result<Vec<(BundleFile, Vec<u8>)>, PkiError> {
+pub fn generate(
+    alg: KeyAlgorithm,
+    now: OffsetDateTime,
+    validity_days: u32,
+) -> Result<Vec<(BundleFile, Vec<u8>)>, PkiError> {
     let mut out = Vec::with_capacity(FILES.len());
-    for (i, cn) in ["kubernetes", "front-proxy-ca", "etcd-ca"].into_iter().enumerate() {
+    for (i, cn) in ["kubernetes", "front-proxy-ca", "etcd-ca"]
+        .into_iter()
+        .enumerate()
+    {
         let key = Key::generate(alg)?;
         let cert = CertSpec::new(cn, Usage::Ca, now, validity_days).self_signed(&key)?;
         out.push((FILES[2 * i], cert.into_bytes()));

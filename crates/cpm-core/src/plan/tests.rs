@@ -29,23 +29,41 @@ fn plans_create_replace_chmod_delete_and_nothing_when_matching() {
     let (_d, root) = root();
     let mut set = FileSet::new();
     set.dir("etc", 0o755).unwrap();
-    set.file(DesiredFile::new("etc/new", b"n\n".to_vec(), 0o644)).unwrap();
-    set.file(DesiredFile::new("etc/changed", b"v2\n".to_vec(), 0o600)).unwrap();
-    set.file(DesiredFile::new("etc/mode", b"m\n".to_vec(), 0o600)).unwrap();
-    set.file(DesiredFile::new("etc/same", b"s\n".to_vec(), 0o600)).unwrap();
-    set.own("etc/orphan").unwrap().own("etc/absent-orphan").unwrap();
+    set.file(DesiredFile::new("etc/new", b"n\n".to_vec(), 0o644))
+        .unwrap();
+    set.file(DesiredFile::new("etc/changed", b"v2\n".to_vec(), 0o600))
+        .unwrap();
+    set.file(DesiredFile::new("etc/mode", b"m\n".to_vec(), 0o600))
+        .unwrap();
+    set.file(DesiredFile::new("etc/same", b"s\n".to_vec(), 0o600))
+        .unwrap();
+    set.own("etc/orphan")
+        .unwrap()
+        .own("etc/absent-orphan")
+        .unwrap();
     put(&root, "etc/changed", b"v1\n", 0o600);
     put(&root, "etc/mode", b"m\n", 0o644);
     put(&root, "etc/same", b"s\n", 0o600);
     put(&root, "etc/orphan", b"o\n", 0o600);
     put(&root, "etc/unowned", b"u\n", 0o600);
-    std::fs::set_permissions(root.join("etc").unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        root.join("etc").unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
 
-    let p = check(&root, &set, &["chmod", "create", "replace", "chmod", "delete"]);
+    let p = check(
+        &root,
+        &set,
+        &["chmod", "create", "replace", "chmod", "delete"],
+    );
     assert_eq!(p.summary()[1], ("create", 1));
     crate::apply::apply(&root, &p, &Default::default()).unwrap();
     check(&root, &set, &[]);
-    assert!(root.join("etc/unowned").unwrap().exists(), "unowned files are never deleted");
+    assert!(
+        root.join("etc/unowned").unwrap().exists(),
+        "unowned files are never deleted"
+    );
 }
 
 #[test]
@@ -53,9 +71,14 @@ fn a_directory_in_the_way_is_an_error() {
     let (_d, root) = root();
     std::fs::create_dir_all(root.join("etc/x").unwrap()).unwrap();
     let mut set = FileSet::new();
-    set.file(DesiredFile::new("etc/x", b"".to_vec(), 0o600)).unwrap();
+    set.file(DesiredFile::new("etc/x", b"".to_vec(), 0o600))
+        .unwrap();
     let err = plan(&root, &set).unwrap_err();
-    assert!(err.to_string().ends_with("etc/x is in the way: expected a file"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("etc/x is in the way: expected a file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -64,18 +87,40 @@ fn render_shows_diffs_but_never_secret_bytes() {
     put(&root, "a.conf", b"one\ntwo\n", 0o644);
     put(&root, "k.key", b"OLD-SECRET", 0o600);
     let mut set = FileSet::new();
-    set.file(DesiredFile::new("a.conf", b"one\nthree\n".to_vec(), 0o644).note("because")).unwrap();
-    set.file(DesiredFile::new("k.key", b"NEW-SECRET".to_vec(), 0o600).secret()).unwrap();
-    set.file(DesiredFile::new("n.key", b"FRESH-SECRET".to_vec(), 0o600).secret()).unwrap();
+    set.file(DesiredFile::new("a.conf", b"one\nthree\n".to_vec(), 0o644).note("because"))
+        .unwrap();
+    set.file(DesiredFile::new("k.key", b"NEW-SECRET".to_vec(), 0o600).secret())
+        .unwrap();
+    set.file(DesiredFile::new("n.key", b"FRESH-SECRET".to_vec(), 0o600).secret())
+        .unwrap();
     let text = plan(&root, &set).unwrap().render();
-    assert!(text.contains("replace a.conf (mode 0644)\n  # because\n--- a/a.conf\n+++ b/a.conf\n"), "{text}");
+    assert!(
+        text.contains("replace a.conf (mode 0644)\n  # because\n--- a/a.conf\n+++ b/a.conf\n"),
+        "{text}"
+    );
     assert!(text.contains("-two\n+three\n"), "{text}");
     assert!(!text.contains("SECRET"), "{text}");
-    assert!(text.contains(&format!("secret content: sha256 {} -> {}", sha256_hex(b"OLD-SECRET"), sha256_hex(b"NEW-SECRET"))), "{text}");
-    assert!(text.contains(&format!("create n.key (mode 0600)\n  secret content: sha256 none -> {}", sha256_hex(b"FRESH-SECRET"))), "{text}");
+    assert!(
+        text.contains(&format!(
+            "secret content: sha256 {} -> {}",
+            sha256_hex(b"OLD-SECRET"),
+            sha256_hex(b"NEW-SECRET")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "create n.key (mode 0600)\n  secret content: sha256 none -> {}",
+            sha256_hex(b"FRESH-SECRET")
+        )),
+        "{text}"
+    );
 }
 
 #[test]
 fn sha256_is_hex() {
-    assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }

@@ -22,9 +22,16 @@ impl Agent for Scripted {
     }
     async fn pass(&mut self, mode: Mode) -> Result<PassOutcome, PassError> {
         self.log.lock().unwrap().push(mode);
-        let r = if self.results.len() > 1 { self.results.remove(0) } else { self.results[0] };
+        let r = if self.results.len() > 1 {
+            self.results.remove(0)
+        } else {
+            self.results[0]
+        };
         match r {
-            Ok(n) => Ok(PassOutcome { rendered: format!("{n} changes\n"), summary: vec![("create", n)] }),
+            Ok(n) => Ok(PassOutcome {
+                rendered: format!("{n} changes\n"),
+                summary: vec![("create", n)],
+            }),
             Err(true) => Err(PassError::input(Failure)),
             Err(false) => Err(PassError::runtime(Failure)),
         }
@@ -33,18 +40,34 @@ impl Agent for Scripted {
 
 fn agent(results: Vec<Result<usize, bool>>) -> (Scripted, Arc<Mutex<Vec<Mode>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
-    (Scripted { results, log: log.clone() }, log)
+    (
+        Scripted {
+            results,
+            log: log.clone(),
+        },
+        log,
+    )
 }
 
 fn fixtures() -> (ReconcileMetrics, Readiness) {
     let mut reg = Registry::default();
-    (ReconcileMetrics::register(&mut reg, "scripted"), Readiness::new(Duration::from_secs(900)))
+    (
+        ReconcileMetrics::register(&mut reg, "scripted"),
+        Readiness::new(Duration::from_secs(900)),
+    )
 }
 
 async fn check_once(mode: Mode, result: Result<usize, bool>, expected: Code) {
     let (mut a, log) = agent(vec![result]);
     let (m, r) = fixtures();
-    let code = run(&mut a, &RunOptions::new(true, mode), Triggers::new(), &m, &r).await;
+    let code = run(
+        &mut a,
+        &RunOptions::new(true, mode),
+        Triggers::new(),
+        &m,
+        &r,
+    )
+    .await;
     assert_eq!(code, expected, "{mode:?} {result:?}");
     assert_eq!(*log.lock().unwrap(), vec![mode]);
     assert_eq!(r.is_ready(SystemTime::now()), result.is_ok());
@@ -96,10 +119,16 @@ async fn daemon_retries_failures_then_runs_on_triggers_and_stops() {
     }
     wait_for(&log, 4).await;
     stopper.stop();
-    let code = tokio::time::timeout(Duration::from_secs(10), handle).await.unwrap().unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(code, Code::Ok);
     let passes = log.lock().unwrap().len();
-    assert!((4..=5).contains(&passes), "a burst of 50 events merged into at most 2 passes, got {passes}");
+    assert!(
+        (4..=5).contains(&passes),
+        "a burst of 50 events merged into at most 2 passes, got {passes}"
+    );
 }
 
 #[test]
@@ -116,6 +145,9 @@ fn readiness_expires() {
 fn jitter_stays_in_range() {
     for _ in 0..100 {
         let d = jitter(Duration::from_secs(100), 0.1);
-        assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+            "{d:?}"
+        );
     }
 }

@@ -24,6 +24,8 @@ async fn an_atomic_replace_of_an_input_triggers_a_pass() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let _watch = watch_files(std::slice::from_ref(&input), tx).unwrap();
     crate::apply::write_atomic(&input, b"v2", 0o600, None, None).unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("no trigger");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no trigger");
     assert_eq!(got, Some(Trigger::File));
 }
