@@ -202,7 +202,16 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         .concat(),
         false,
     )?;
+    let logs: Vec<PathBuf> = procs.iter().map(|p| p.log.clone()).collect();
     drop(procs);
+    // etcd's side of the refusal (read after exit, when its log is complete).
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().rev().find(|l| l.contains("rejected connection")) {
+            eprintln!("   etcd logged: {line}");
+            break;
+        }
+    }
 
     eprintln!(
         "\ndemo complete: {masters} master PKIs under {} (etcd stopped)",
