@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod apply;
 pub mod build;
 pub mod cli;
 pub mod config;
@@ -29,12 +30,15 @@ pub mod fileset;
 pub mod metrics;
 pub mod node;
 pub mod plan;
-pub mod apply;
 pub mod reconcile;
 pub mod telemetry;
 pub mod watch;
 
 #[cfg(feature = "admin-http")]
 pub mod admin;
+#[cfg(feature = "kube")]
+pub mod kube;
+#[cfg(feature = "kube")]
+pub mod lease;
 #[cfg(feature = "pki")]
 pub mod pki;

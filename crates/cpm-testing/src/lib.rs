@@ -1,1 +1,12 @@
-//! cpm-testing.
+//! Dev-only test helpers shared by every crate's tests: temporary node roots ([`root`]), a
+//! real-etcd process harness ([`etcd`]), certificate and config fixtures made with cpm's own PKI
+//! code ([`fixtures`]), and a test Kubernetes API server ([`apiserver`]).
+//!
+//! Never a normal dependency of a shipped crate.
+#![allow(clippy::missing_panics_doc)]
+
+pub mod apiserver;
+pub mod etcd;
+pub mod fixtures;
+pub mod openssl;
+pub mod root;
