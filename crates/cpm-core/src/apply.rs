@@ -130,6 +130,14 @@ pub fn apply(
                 )
                 .map_err(err)?;
             }
+            Op::Symlink { target, .. } => {
+                ensure_parent(&full).map_err(err)?;
+                symlink_atomic(&full, target).map_err(err)?;
+            }
+            Op::Unlink { .. } => {
+                fs::remove_file(&full).map_err(err)?;
+                sync_parent(&full).map_err(err)?;
+            }
             Op::Delete { path, old } => {
                 if let Some(b) = backup.as_mut() {
                     b.save(path, old)?;
@@ -185,6 +193,30 @@ pub fn write_atomic(
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Points `link` at `target` atomically: a temp symlink in the same directory renamed over
+/// `link` (which may be absent or a symlink), then an fsync of the directory.
+pub fn symlink_atomic(link: &Path, target: &Path) -> io::Result<()> {
+    let dir = link
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let name = link
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.cpm-tmp-{}-{:08x}",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = std::os::unix::fs::symlink(target, &tmp)
+        .and_then(|()| fs::rename(&tmp, link))
+        .and_then(|()| File::open(dir)?.sync_all());
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

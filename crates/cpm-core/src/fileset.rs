@@ -86,6 +86,15 @@ pub struct DesiredDir {
     pub mode: u32,
 }
 
+/// A symbolic link the agent wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredSymlink {
+    /// Path of the link, relative to the node root.
+    pub path: PathBuf,
+    /// What the link points to, written as is (usually an absolute host path).
+    pub target: PathBuf,
+}
+
 /// A `FileSet` could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FileSetError {
@@ -108,6 +117,7 @@ pub enum FileSetError {
 pub struct FileSet {
     dirs: Vec<DesiredDir>,
     files: Vec<DesiredFile>,
+    links: Vec<DesiredSymlink>,
     owned: Vec<PathBuf>,
 }
 
@@ -131,10 +141,31 @@ impl FileSet {
     /// Adds a file. Its path becomes owned.
     pub fn file(&mut self, file: DesiredFile) -> Result<&mut Self, FileSetError> {
         check_relative(&file.path)?;
-        if self.files.iter().any(|f| f.path == file.path) {
+        if self.files.iter().any(|f| f.path == file.path)
+            || self.links.iter().any(|l| l.path == file.path)
+        {
             return Err(FileSetError::Duplicate { path: file.path });
         }
         self.files.push(file);
+        Ok(self)
+    }
+
+    /// Adds a symbolic link. Its path becomes owned. Planning refuses to replace anything but a
+    /// symlink at that path: the agent decides beforehand whether the path is its to take.
+    pub fn symlink(
+        &mut self,
+        path: impl Into<PathBuf>,
+        target: impl Into<PathBuf>,
+    ) -> Result<&mut Self, FileSetError> {
+        let path = path.into();
+        check_relative(&path)?;
+        if self.get(&path).is_some() || self.links.iter().any(|l| l.path == path) {
+            return Err(FileSetError::Duplicate { path });
+        }
+        self.links.push(DesiredSymlink {
+            path,
+            target: target.into(),
+        });
         Ok(self)
     }
 
@@ -151,6 +182,11 @@ impl FileSet {
     /// Desired directories, in order.
     pub fn dirs(&self) -> &[DesiredDir] {
         &self.dirs
+    }
+
+    /// Desired symbolic links, in order.
+    pub fn links(&self) -> &[DesiredSymlink] {
+        &self.links
     }
 
     /// Desired files, in order.

@@ -63,6 +63,22 @@ pub enum Op {
         /// Desired owner.
         to: Owner,
     },
+    /// Create a symbolic link, or atomically replace a symlink pointing elsewhere.
+    Symlink {
+        /// Relative path of the link.
+        path: PathBuf,
+        /// The target to write.
+        target: PathBuf,
+        /// The current target, when a symlink is replaced.
+        old: Option<PathBuf>,
+    },
+    /// Remove an owned symbolic link that is no longer desired.
+    Unlink {
+        /// Relative path of the link.
+        path: PathBuf,
+        /// Its current target.
+        target: PathBuf,
+    },
     /// Delete an owned file that is no longer desired.
     Delete {
         /// Relative path.
@@ -81,7 +97,8 @@ impl Op {
             Op::Create { .. } => "create",
             Op::Replace { .. } => "replace",
             Op::Chown { .. } => "chown",
-            Op::Delete { .. } => "delete",
+            Op::Delete { .. } | Op::Unlink { .. } => "delete",
+            Op::Symlink { .. } => "symlink",
         }
     }
 
@@ -93,6 +110,8 @@ impl Op {
             | Op::ChmodDir { path, .. }
             | Op::Chmod { path, .. }
             | Op::Chown { path, .. }
+            | Op::Symlink { path, .. }
+            | Op::Unlink { path, .. }
             | Op::Delete { path, .. } => path,
         }
     }
@@ -101,7 +120,7 @@ impl Op {
 /// The ordered changes that make the node match a `FileSet`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Directories first, then files in set order, then deletions.
+    /// Directories first, then files in set order, then symlinks, then deletions.
     pub ops: Vec<Op>,
 }
 
@@ -191,13 +210,60 @@ pub fn plan(root: &NodeRoot, set: &FileSet) -> Result<Plan, PlanError> {
             }
         }
     }
+    for link in set.links() {
+        let full = root.join(&link.path)?;
+        let read_link = |p: &Path| {
+            std::fs::read_link(p).map_err(|source| PlanError::Read {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        match lstat(&full)? {
+            None => ops.push(Op::Symlink {
+                path: link.path.clone(),
+                target: link.target.clone(),
+                old: None,
+            }),
+            Some(md) if md.file_type().is_symlink() => {
+                let current = read_link(&full)?;
+                if current != link.target {
+                    ops.push(Op::Symlink {
+                        path: link.path.clone(),
+                        target: link.target.clone(),
+                        old: Some(current),
+                    });
+                }
+            }
+            Some(_) => {
+                return Err(PlanError::InTheWay {
+                    path: full,
+                    expected: "symlink",
+                });
+            }
+        }
+    }
     for orphan in set.orphans() {
         let full = root.join(orphan)?;
-        if let Some((old, _)) = read_file(&full)? {
-            ops.push(Op::Delete {
-                path: orphan.to_path_buf(),
-                old,
-            });
+        match lstat(&full)? {
+            Some(md) if md.file_type().is_symlink() => {
+                let target = std::fs::read_link(&full).map_err(|source| PlanError::Read {
+                    path: full.clone(),
+                    source,
+                })?;
+                ops.push(Op::Unlink {
+                    path: orphan.to_path_buf(),
+                    target,
+                });
+            }
+            Some(_) => {
+                if let Some((old, _)) = read_file(&full)? {
+                    ops.push(Op::Delete {
+                        path: orphan.to_path_buf(),
+                        old,
+                    });
+                }
+            }
+            None => {}
         }
     }
     Ok(Plan { ops })
@@ -255,10 +321,12 @@ impl Plan {
 
     /// Counts of operations by kind, in a fixed order, zeros included.
     pub fn summary(&self) -> Vec<(&'static str, usize)> {
-        ["mkdir", "create", "replace", "chmod", "chown", "delete"]
-            .into_iter()
-            .map(|k| (k, self.ops.iter().filter(|op| op.kind() == k).count()))
-            .collect()
+        [
+            "mkdir", "create", "replace", "chmod", "chown", "symlink", "delete",
+        ]
+        .into_iter()
+        .map(|k| (k, self.ops.iter().filter(|op| op.kind() == k).count()))
+        .collect()
     }
 
     /// Renders the plan as text: one header line per operation, unified diffs for text content,
@@ -297,6 +365,16 @@ fn render_op(out: &mut String, op: &Op) {
             let _ = writeln!(out, "replace {p} (mode {:04o})", file.mode);
             render_note(out, file);
             render_content(out, file, old, &format!("a/{p}"));
+        }
+        Op::Symlink { target, old, .. } => {
+            let was = old
+                .as_ref()
+                .map(|o| format!(" (was -> {})", o.display()))
+                .unwrap_or_default();
+            let _ = writeln!(out, "symlink {p} -> {}{was}", target.display());
+        }
+        Op::Unlink { target, .. } => {
+            let _ = writeln!(out, "delete {p} (symlink -> {})", target.display());
         }
         Op::Delete { old, .. } => {
             let _ = writeln!(out, "delete {p} (sha256 {})", sha256_hex(old));

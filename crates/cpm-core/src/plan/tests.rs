@@ -124,3 +124,45 @@ fn sha256_is_hex() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[test]
+fn symlinks_are_created_repointed_left_alone_and_unlinked() {
+    let (_d, root) = root();
+    let mut set = FileSet::new();
+    set.symlink("home/.kube/config", "/etc/kubernetes/admin.conf")
+        .unwrap();
+    let p = check(&root, &set, &["symlink"]);
+    assert_eq!(
+        p.render(),
+        "symlink home/.kube/config -> /etc/kubernetes/admin.conf\n"
+    );
+    crate::apply::apply(&root, &p, &Default::default()).unwrap();
+    assert_eq!(
+        std::fs::read_link(root.join("home/.kube/config").unwrap()).unwrap(),
+        Path::new("/etc/kubernetes/admin.conf")
+    );
+    check(&root, &set, &[]);
+
+    let mut other = FileSet::new();
+    other.symlink("home/.kube/config", "/elsewhere").unwrap();
+    let p = check(&root, &other, &["symlink"]);
+    assert!(
+        p.render().contains("(was -> /etc/kubernetes/admin.conf)"),
+        "{}",
+        p.render()
+    );
+
+    let mut gone = FileSet::new();
+    gone.own("home/.kube/config").unwrap();
+    let p = check(&root, &gone, &["delete"]);
+    crate::apply::apply(&root, &p, &Default::default()).unwrap();
+    assert!(std::fs::symlink_metadata(root.join("home/.kube/config").unwrap()).is_err());
+
+    put(&root, "home/.kube/config", b"user file", 0o600);
+    let err = plan(&root, &set).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("is in the way: expected a symlink"),
+        "{err}"
+    );
+}
