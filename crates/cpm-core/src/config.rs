@@ -78,6 +78,10 @@ pub struct ControlPlaneConfiguration {
     pub service_subnet: Cidr,
     #[serde(default = "defaults::pod_subnet")]
     pub pod_subnet: Cidr,
+    /// Where admins and node components reach the API: the node-local api-proxy by default
+    /// (`https://<apiProxy.listen>`).
+    #[serde(default)]
+    pub control_plane_endpoint: Option<HttpsEndpoint>,
     #[serde(default = "Certificates::defaults")]
     pub certificates: Certificates,
     #[serde(default = "Apiserver::defaults")]
@@ -329,6 +333,53 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// An `https://host:port` URL (host a DNS name, an IPv4 address or a bracketed IPv6 address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsEndpoint(String);
+
+impl HttpsEndpoint {
+    /// `https://host:port`, with `[...]` around IPv6 hosts.
+    pub fn new(host: &str, port: u16) -> Self {
+        match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => Self(format!("https://[{v6}]:{port}")),
+            _ => Self(format!("https://{host}:{port}")),
+        }
+    }
+
+    /// The URL as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HttpsEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for HttpsEndpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an https://host:port URL");
+        let rest = s.strip_prefix("https://").ok_or_else(bad)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if port == 0 {
+            return Err(bad());
+        }
+        let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => host.parse::<std::net::Ipv4Addr>().is_ok() || host.parse::<DnsName>().is_ok(),
+        };
+        if !host_ok || host.starts_with("*.") {
+            return Err(bad());
+        }
+        Ok(Self(format!("https://{host}:{port}")))
+    }
+}
+
 /// A DNS name (RFC 1123 labels; a leading `*.` wildcard label is allowed).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DnsName(String);
@@ -412,7 +463,7 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(KubernetesMinor, Cidr, DnsName, San);
+deserialize_from_str!(KubernetesMinor, Cidr, DnsName, San, HttpsEndpoint);
 
 impl<'de> Deserialize<'de> for Quota {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -665,6 +716,16 @@ impl ControlPlaneConfiguration {
             }
         }
         Ok(())
+    }
+
+    /// Where admins reach the API: `controlPlaneEndpoint`, else the node-local api-proxy.
+    pub fn control_plane_endpoint(&self) -> HttpsEndpoint {
+        self.control_plane_endpoint.clone().unwrap_or_else(|| {
+            HttpsEndpoint::new(
+                &self.api_proxy.listen.ip().to_string(),
+                self.api_proxy.listen.port(),
+            )
+        })
     }
 
     /// The first address of the service subnet: the `kubernetes` Service's ClusterIP.

@@ -15,8 +15,10 @@
 //! | [`cli`] | `CommonArgs`, flattened into each binary's CLI |
 //! | [`telemetry`] | logging setup (text or JSON on stderr) |
 //! | `admin` | `/metrics`, `/livez`, `/readyz` (feature `admin-http`) |
+//! | `runner` | runs an agent as a one-shot or a daemon with watches and the admin server (feature `admin-http`) |
 //! | [`metrics`] | the per-process registry and the standard reconcile metrics |
 //! | [`exit`] | the exit-code table |
+//! | [`kubeconfig`] | reading and rendering kubeconfig files |
 //! | `pki` | key generation, certificate issuance and inspection (feature `pki`) |
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod fileset;
+pub mod kubeconfig;
 pub mod metrics;
 pub mod node;
 pub mod plan;
@@ -42,3 +45,5 @@ pub mod kube;
 pub mod lease;
 #[cfg(feature = "pki")]
 pub mod pki;
+#[cfg(feature = "admin-http")]
+pub mod runner;

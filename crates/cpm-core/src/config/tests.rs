@@ -47,6 +47,17 @@ fn minimal_document_gets_the_documented_defaults() {
     assert_eq!(cfg.api_proxy.listen.to_string(), "127.0.0.1:6445");
     assert_eq!(cfg.apiserver.audit_policy.mode, AuditMode::Basic);
     assert!(cfg.root_kubeconfig_symlink);
+    assert_eq!(
+        cfg.control_plane_endpoint().as_str(),
+        "https://127.0.0.1:6445"
+    );
+    let cfg = parse("apiProxy: {listen: \"[::1]:7445\"}\n").unwrap();
+    assert_eq!(cfg.control_plane_endpoint().as_str(), "https://[::1]:7445");
+    let cfg = parse("controlPlaneEndpoint: https://api.example.com:443/\n").unwrap();
+    assert_eq!(
+        cfg.control_plane_endpoint().as_str(),
+        "https://api.example.com:443"
+    );
 }
 
 #[test]
