@@ -152,6 +152,10 @@ pub struct ApiServerOptions {
     pub history_window: usize,
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// The CA that signs the serving certificate and verifies client certificates (a cluster
+    /// CA from a cpm bundle, so kubeconfigs cpm writes work against the server); a fresh CA
+    /// when `None`.
+    pub ca: Option<CertAndKey>,
 }
 
 impl ApiServerOptions {
@@ -160,6 +164,7 @@ impl ApiServerOptions {
         Self {
             history_window: 10_000,
             bookmark_interval: Duration::from_secs(1),
+            ca: None,
         }
     }
 }
@@ -269,7 +274,10 @@ impl ApiServer {
 
     /// Starts a server on 127.0.0.1 with a free port.
     pub async fn start_with(opts: ApiServerOptions) -> Result<Self, ApiServerError> {
-        let ca = Arc::new(tls::Ca::generate()?);
+        let ca = Arc::new(match &opts.ca {
+            Some(given) => tls::Ca::from_pem(given)?,
+            None => tls::Ca::generate()?,
+        });
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await

@@ -211,6 +211,10 @@ impl Ctx<'_> {
         if !self.shared.enforcing() {
             return Ok(());
         }
+        // As the real apiserver: system:masters is allowed everything, before any authorizer.
+        if self.user.groups.iter().any(|g| g == "system:masters") {
+            return Ok(());
+        }
         if self.shared.authorize(attrs).allowed {
             return Ok(());
         }

@@ -108,6 +108,22 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
         ),
         ResourceDef::builtin("coordination.k8s.io", "v1", "Lease", "leases", true, false),
         ResourceDef::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            false,
+        ),
+        ResourceDef::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            false,
+        ),
+        ResourceDef::builtin(
             "apiextensions.k8s.io",
             "v1",
             "CustomResourceDefinition",

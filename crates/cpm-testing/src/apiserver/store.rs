@@ -390,7 +390,19 @@ impl Store {
                 }
             }
         }
-        if !valid_name(&name) {
+        if def.group == "rbac.authorization.k8s.io" {
+            // RBAC names are path segments (`system:node`), as in the real apiserver.
+            if name == "." || name == ".." || name.contains('/') || name.contains('%') {
+                return Err(ApiError::invalid(
+                    &def.group,
+                    &def.kind,
+                    &name,
+                    &format!(
+                        "metadata.name: Invalid value: \"{name}\": may not be '.' or '..' and may not contain '/' or '%'"
+                    ),
+                ));
+            }
+        } else if !valid_name(&name) {
             return Err(ApiError::invalid(
                 &def.group,
                 &def.kind,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -16,8 +16,9 @@ use super::{ApiServerError, UserInfo};
 
 /// A CA that issues the serving certificate and client certificates.
 pub(crate) struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
     pem: String,
+    der: CertificateDer<'static>,
 }
 
 /// A PEM certificate and its PEM private key.
@@ -54,10 +55,29 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| tls_err("ca cert", e))?;
+        let (pem, der) = (cert.pem(), cert.der().clone());
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+            pem,
+            der,
+        })
+    }
+
+    /// A given CA (certificate and key PEM), e.g. the cluster CA of a cpm bundle.
+    pub(crate) fn from_pem(given: &CertAndKey) -> Result<Self, ApiServerError> {
+        let key = KeyPair::from_pem(&given.key_pem).map_err(|e| tls_err("ca key", e))?;
         let issuer =
-            CertifiedIssuer::self_signed(params, key).map_err(|e| tls_err("ca cert", e))?;
-        let pem = issuer.pem();
-        Ok(Self { issuer, pem })
+            Issuer::from_ca_cert_pem(&given.cert_pem, key).map_err(|e| tls_err("ca cert", e))?;
+        let der = CertificateDer::from_pem_slice(given.cert_pem.as_bytes())
+            .map_err(|e| tls_err("ca cert pem", e))?;
+        Ok(Self {
+            issuer,
+            pem: given.cert_pem.clone(),
+            der,
+        })
     }
 
     pub(crate) fn pem(&self) -> &str {
@@ -65,7 +85,7 @@ impl Ca {
     }
 
     fn der(&self) -> CertificateDer<'static> {
-        self.issuer.der().clone()
+        self.der.clone()
     }
 
     /// The serving certificate for 127.0.0.1 and localhost.
