@@ -2,8 +2,10 @@
 
 use crate::cmd::{self, have};
 
-/// Library crates checked one by one, so none leans on features another crate unifies in.
-const CRATES: [&str; 3] = ["cpm-core", "cpm-certs", "cpm-testing"];
+/// Crates checked one by one with their default features, so none leans on features another
+/// crate unifies in. Clippy and the tests run with all features, so feature-gated code is built
+/// and tested too.
+const CRATES: [&str; 4] = ["cpm-core", "cpm-certs", "cpm-kubeconfig", "cpm-testing"];
 
 pub fn run(no_install: bool) -> anyhow::Result<()> {
     if !no_install {
@@ -16,6 +18,7 @@ pub fn run(no_install: bool) -> anyhow::Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--locked",
             "--",
             "-D",
@@ -32,6 +35,7 @@ pub fn run(no_install: bool) -> anyhow::Result<()> {
                 "nextest",
                 "run",
                 "--workspace",
+                "--all-features",
                 "--locked",
                 "--no-fail-fast",
             ],
@@ -39,9 +43,18 @@ pub fn run(no_install: bool) -> anyhow::Result<()> {
     } else {
         cmd::run(
             "cargo",
-            &["test", "--workspace", "--locked", "--no-fail-fast"],
+            &[
+                "test",
+                "--workspace",
+                "--all-features",
+                "--locked",
+                "--no-fail-fast",
+            ],
         )?;
     }
-    cmd::run("cargo", &["test", "--workspace", "--locked", "--doc"])?;
+    cmd::run(
+        "cargo",
+        &["test", "--workspace", "--all-features", "--locked", "--doc"],
+    )?;
     Ok(())
 }
