@@ -1,4 +1,5 @@
 //! The cross-binary suite, one test binary: repository-wide rules (tidy) now; end-to-end
 //! scenarios across binaries as they arrive.
 
+mod node;
 mod tidy;

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use cpm_core::config::KeyAlgorithm;
+use cpm_core::kubeconfig::Kubeconfig;
 use cpm_core::node::NodeRoot;
 use cpm_core::pki::inspect;
 use serde::Serialize;
@@ -44,35 +45,41 @@ pub struct Entry {
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Leaf certificates.
+    /// Leaf certificates, then kubeconfig client certificates.
     pub certificates: Vec<Entry>,
     /// CA certificates.
     pub authorities: Vec<Entry>,
 }
 
+/// The kubeconfigs whose client certificates are listed, under `etc/kubernetes` (written by
+/// cpm-kubeconfig).
+pub const KUBECONFIGS: [&str; 4] = [
+    "admin.conf",
+    "super-admin.conf",
+    "controller-manager.conf",
+    "scheduler.conf",
+];
+
+/// An entry for a certificate read from `bytes` (`None`: the file is missing; `Some(None)`: the
+/// file exists but holds no certificate).
 fn entry(
-    root: &NodeRoot,
     name: &str,
-    rel: &str,
+    path: PathBuf,
+    bytes: Option<Option<Vec<u8>>>,
     authority: Option<&'static str>,
     now: OffsetDateTime,
 ) -> Entry {
-    let path = root
-        .join(format!("{PKI_DIR}/{rel}"))
-        .unwrap_or_else(|_| PathBuf::from(rel));
     let mut e = Entry {
         name: name.to_string(),
-        path: path.clone(),
+        path,
         status: "missing",
         expires: None,
         residual_seconds: None,
         authority,
         key_algorithm: None,
     };
-    let Ok(bytes) = std::fs::read(&path) else {
-        return e;
-    };
-    let Ok(info) = inspect(&bytes) else {
+    let Some(bytes) = bytes else { return e };
+    let Some(info) = bytes.and_then(|b| inspect(&b).ok()) else {
         e.status = "unparsable";
         return e;
     };
@@ -87,17 +94,44 @@ fn entry(
     e
 }
 
-/// Reads every certificate under the root.
+fn pki_entry(
+    root: &NodeRoot,
+    name: &str,
+    rel: &str,
+    authority: Option<&'static str>,
+    now: OffsetDateTime,
+) -> Entry {
+    let path = root
+        .join(format!("{PKI_DIR}/{rel}"))
+        .unwrap_or_else(|_| PathBuf::from(rel));
+    let bytes = std::fs::read(&path).ok().map(Some);
+    entry(name, path, bytes, authority, now)
+}
+
+fn kubeconfig_entry(root: &NodeRoot, file: &str, now: OffsetDateTime) -> Entry {
+    let path = root
+        .join(format!("etc/kubernetes/{file}"))
+        .unwrap_or_else(|_| PathBuf::from(file));
+    let cert = std::fs::read_to_string(&path).ok().map(|text| {
+        Kubeconfig::parse(&text)
+            .ok()
+            .and_then(|k| k.current().and_then(|(_, user)| user.client_certificate()))
+    });
+    entry(file, path, cert, Some("ca"), now)
+}
+
+/// Reads every certificate under the root: leaves, kubeconfig client certificates, CAs.
 pub fn report(root: &NodeRoot, now: OffsetDateTime) -> Report {
     let certificates = LEAF_FILES
         .iter()
         .map(|(name, stem, signer)| {
-            entry(root, name, &format!("{stem}.crt"), Some(signer.name()), now)
+            pki_entry(root, name, &format!("{stem}.crt"), Some(signer.name()), now)
         })
+        .chain(KUBECONFIGS.iter().map(|f| kubeconfig_entry(root, f, now)))
         .collect();
     let authorities = CA_FILES
         .iter()
-        .map(|(name, rel)| entry(root, name, rel, None, now))
+        .map(|(name, rel)| pki_entry(root, name, rel, None, now))
         .collect();
     Report {
         certificates,

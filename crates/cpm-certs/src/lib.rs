@@ -21,13 +21,11 @@ use clap::{Parser, Subcommand};
 use cpm_core::cli::CommonArgs;
 use cpm_core::config::KeyAlgorithm;
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
-use cpm_core::metrics::ReconcileMetrics;
-use cpm_core::reconcile::{Readiness, Triggers};
+use cpm_core::runner::{RunnerOptions, run_agent};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
-use tracing::info;
 
-use crate::agent::{AGENT, CertsAgent, Clock};
+use crate::agent::{CertsAgent, Clock};
 use crate::catalogue::LEAF_FILES;
 use crate::expiration::Output;
 
@@ -136,35 +134,17 @@ pub async fn run(cli: Cli, clock: Clock) -> Code {
 
 async fn reconcile(common: CommonArgs, clock: Clock, forced: Vec<String>) -> Code {
     let mut registry = Registry::default();
-    let reconcile_metrics = ReconcileMetrics::register(&mut registry, AGENT);
     let cert_metrics = metrics::CertMetrics::register(&mut registry);
-    let opts = common.run_options();
-    let admin_addr = common.admin_addr.unwrap_or(ADMIN_ADDR);
-    let mut agent = CertsAgent::new(common, clock, Some(cert_metrics));
+    let mut agent = CertsAgent::new(common.clone(), clock, Some(cert_metrics));
     agent.forced = forced;
     // Init: every input must be valid before the first pass (exit 2 otherwise).
     if let Err(e) = agent.load_inputs() {
         report_fatal(&e, Path::new(TERMINATION_LOG));
         return Code::Usage;
     }
-    let triggers = Triggers::new();
-    let readiness = Readiness::new(opts.resync * 3);
-    let mut _watch = None;
-    if !opts.once {
-        match cpm_core::watch::watch_files(&agent.inputs(), triggers.sender()) {
-            Ok(w) => _watch = Some(w),
-            Err(e) => {
-                report_fatal(&e, Path::new(TERMINATION_LOG));
-                return Code::Failure;
-            }
-        }
-        match cpm_core::admin::spawn(admin_addr, Arc::new(registry), readiness.clone()).await {
-            Ok(srv) => info!(addr = %srv.addr, "admin server listening"),
-            Err(e) => {
-                report_fatal(&e, Path::new(TERMINATION_LOG));
-                return Code::Failure;
-            }
-        }
-    }
-    cpm_core::reconcile::run(&mut agent, &opts, triggers, &reconcile_metrics, &readiness).await
+    let opts = RunnerOptions {
+        default_admin: ADMIN_ADDR,
+        watch: agent.inputs(),
+    };
+    run_agent(&mut agent, &common, registry, opts).await
 }

@@ -220,8 +220,12 @@ fn check_expiration_lists_every_certificate() {
     ]);
     assert_eq!(code(&out), 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let leaves = v["certificates"].as_array().unwrap();
-    assert_eq!(leaves.len(), 7);
+    let all = v["certificates"].as_array().unwrap();
+    assert_eq!(all.len(), 11, "7 leaves and 4 kubeconfigs");
+    for k in &all[7..] {
+        assert_eq!(k["status"], "missing", "no kubeconfigs on this node: {k}");
+    }
+    let leaves = &all[..7];
     for l in leaves {
         assert_eq!(l["status"], "ok", "{l}");
         assert!(l["residualSeconds"].as_i64().unwrap() > 364 * 86_400, "{l}");
