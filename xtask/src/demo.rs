@@ -49,8 +49,18 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         step("installing openssl, etcd and etcdctl from Debian packages");
         cmd::run("bash", &[".ci/install-deps"])?;
     }
-    step("building cpm-certs");
-    cmd::run("cargo", &["build", "--locked", "-p", "cpm-certs"])?;
+    step("building cpm");
+    cmd::run(
+        "cargo",
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "cpm-certs",
+            "-p",
+            "cpm-kubeconfig",
+        ],
+    )?;
     let bin = workspace_root().join("target/debug/cpm-certs");
 
     if dir.exists() {
@@ -115,7 +125,8 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         }
         roots.push((name, ip, root));
     }
-    step("master-1: cpm-certs check-expiration");
+    kubeconfigs(&config, &pki, &roots)?;
+    step("master-1: cpm-certs check-expiration (leaves, kubeconfig client certificates, CAs)");
     cmd::run(s(&bin), &["check-expiration", "--root", s(&roots[0].2)])?;
 
     step(&format!(
@@ -207,7 +218,11 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
     // etcd's side of the refusal (read after exit, when its log is complete).
     for log in logs {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().rev().find(|l| l.contains("rejected connection")) {
+        if let Some(line) = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("rejected connection"))
+        {
             eprintln!("   etcd logged: {line}");
             break;
         }
@@ -217,6 +232,96 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         "\ndemo complete: {masters} master PKIs under {} (etcd stopped)",
         dir.display()
     );
+    Ok(())
+}
+
+/// cpm-kubeconfig on every master, against the project's test API server (no kube-apiserver
+/// binary exists on these machines) running with the demo's cluster CA, then kubectl with the
+/// admin.conf cpm wrote.
+fn kubeconfigs(
+    config: &Path,
+    pki: &Path,
+    roots: &[(String, String, PathBuf)],
+) -> anyhow::Result<()> {
+    use cpm_testing::apiserver::{ApiServer, ApiServerOptions, CertAndKey};
+    step("starting the test API server with the cluster CA (stands in for kube-apiserver)");
+    let rt = tokio::runtime::Runtime::new()?;
+    let ca = CertAndKey {
+        cert_pem: std::fs::read_to_string(pki.join("ca.crt"))?,
+        key_pem: std::fs::read_to_string(pki.join("ca.key"))?,
+    };
+    let server = rt.block_on(ApiServer::start_with(ApiServerOptions {
+        ca: Some(ca),
+        ..ApiServerOptions::standard()
+    }))?;
+    eprintln!("   listening on {}", server.url());
+    // Admins reach the API through controlPlaneEndpoint: here, the test server.
+    let text = format!("{CONFIG}controlPlaneEndpoint: {}\n", server.url());
+    cpm_core::apply::write_atomic(config, text.as_bytes(), 0o600, None, None)?;
+    let bin = workspace_root().join("target/debug/cpm-kubeconfig");
+    for (name, ip, root) in roots {
+        step(&format!(
+            "{name}: cpm-kubeconfig --once (kubeconfigs, /root/.kube/config, kubeadm:cluster-admins)"
+        ));
+        let args = [
+            "--root",
+            s(root),
+            "--config",
+            s(config),
+            "--pki-dir",
+            s(pki),
+            "--node-name",
+            name,
+            "--node-ip",
+            ip,
+            "--once",
+        ];
+        cmd::run(s(&bin), &args)?;
+        let link = std::fs::read_link(root.join("root/.kube/config"))?;
+        eprintln!("   {}/root/.kube/config -> {}", name, link.display());
+    }
+    let admin = roots[0].2.join("etc/kubernetes/admin.conf");
+    step(
+        "kubectl with master-1's admin.conf (mTLS as kubernetes-admin, group kubeadm:cluster-admins)",
+    );
+    cmd::run(
+        "kubectl",
+        &[
+            "--kubeconfig",
+            s(&admin),
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath=context {.contexts[0].name} -> {.clusters[0].cluster.server}{'\\n'}",
+        ],
+    )?;
+    cmd::run(
+        "kubectl",
+        &[
+            "--kubeconfig",
+            s(&admin),
+            "get",
+            "clusterrolebinding",
+            "kubeadm:cluster-admins",
+            "-o",
+            "jsonpath=ClusterRoleBinding {.metadata.name}: {.subjects[0].kind} {.subjects[0].name} -> ClusterRole {.roleRef.name}{'\\n'}",
+        ],
+    )?;
+    let users: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.user)
+        .collect();
+    let mut distinct = users.clone();
+    distinct.sort();
+    distinct.dedup();
+    eprintln!(
+        "   the API server saw {} requests from: {}",
+        users.len(),
+        distinct.join(", ")
+    );
+    drop(server);
     Ok(())
 }
 
