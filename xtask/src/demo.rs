@@ -280,34 +280,38 @@ fn kubeconfigs(
         let link = std::fs::read_link(root.join("root/.kube/config"))?;
         eprintln!("   {}/root/.kube/config -> {}", name, link.display());
     }
-    let admin = roots[0].2.join("etc/kubernetes/admin.conf");
-    step(
-        "kubectl with master-1's admin.conf (mTLS as kubernetes-admin, group kubeadm:cluster-admins)",
-    );
-    cmd::run(
-        "kubectl",
-        &[
-            "--kubeconfig",
-            s(&admin),
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath=context {.contexts[0].name} -> {.clusters[0].cluster.server}{'\\n'}",
-        ],
-    )?;
-    cmd::run(
-        "kubectl",
-        &[
-            "--kubeconfig",
-            s(&admin),
-            "get",
-            "clusterrolebinding",
-            "kubeadm:cluster-admins",
-            "-o",
-            "jsonpath=ClusterRoleBinding {.metadata.name}: {.subjects[0].kind} {.subjects[0].name} -> ClusterRole {.roleRef.name}{'\\n'}",
-        ],
-    )?;
+    if have("kubectl") {
+        let admin = roots[0].2.join("etc/kubernetes/admin.conf");
+        step(
+            "kubectl with master-1's admin.conf (mTLS as kubernetes-admin, group kubeadm:cluster-admins)",
+        );
+        cmd::run(
+            "kubectl",
+            &[
+                "--kubeconfig",
+                s(&admin),
+                "config",
+                "view",
+                "--minify",
+                "-o",
+                "jsonpath=context {.contexts[0].name} -> {.clusters[0].cluster.server}{'\\n'}",
+            ],
+        )?;
+        cmd::run(
+            "kubectl",
+            &[
+                "--kubeconfig",
+                s(&admin),
+                "get",
+                "clusterrolebinding",
+                "kubeadm:cluster-admins",
+                "-o",
+                "jsonpath=ClusterRoleBinding {.metadata.name}: {.subjects[0].kind} {.subjects[0].name} -> ClusterRole {.roleRef.name}{'\\n'}",
+            ],
+        )?;
+    } else {
+        eprintln!("   (kubectl is not installed: skipping the kubectl steps)");
+    }
     let users: Vec<String> = server
         .requests()
         .into_iter()
