@@ -163,18 +163,7 @@ pub fn write_atomic(
     owner: Option<Owner>,
     before_rename: Option<&BeforeRename>,
 ) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.cpm-tmp-{}-{:08x}",
-        name.to_string_lossy(),
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let (dir, tmp) = temp_beside(path)?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -199,13 +188,13 @@ pub fn write_atomic(
     result
 }
 
-/// Points `link` at `target` atomically: a temp symlink in the same directory renamed over
-/// `link` (which may be absent or a symlink), then an fsync of the directory.
-pub fn symlink_atomic(link: &Path, target: &Path) -> io::Result<()> {
-    let dir = link
+/// The directory of `path` and a fresh hidden temp name beside it
+/// (`.<name>.cpm-tmp-<pid>-<random>`), so the final rename stays within one filesystem.
+fn temp_beside(path: &Path) -> io::Result<(&Path, PathBuf)> {
+    let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    let name = link
+    let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?;
     let tmp = dir.join(format!(
@@ -214,6 +203,13 @@ pub fn symlink_atomic(link: &Path, target: &Path) -> io::Result<()> {
         std::process::id(),
         rand::random::<u32>()
     ));
+    Ok((dir, tmp))
+}
+
+/// Points `link` at `target` atomically: a temp symlink in the same directory renamed over
+/// `link` (which may be absent or a symlink), then an fsync of the directory.
+pub fn symlink_atomic(link: &Path, target: &Path) -> io::Result<()> {
+    let (dir, tmp) = temp_beside(link)?;
     let result = std::os::unix::fs::symlink(target, &tmp)
         .and_then(|()| fs::rename(&tmp, link))
         .and_then(|()| File::open(dir)?.sync_all());

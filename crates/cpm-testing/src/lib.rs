@@ -9,4 +9,5 @@ pub mod apiserver;
 pub mod etcd;
 pub mod fixtures;
 pub mod openssl;
+pub mod process;
 pub mod root;

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use cpm_core::config::KeyAlgorithm;
 use cpm_testing::fixtures::{ca_bundle, write_config};
+pub use cpm_testing::process::{code, stderr, stdout};
 use cpm_testing::root::FakeRoot;
 
 /// A node root plus the inputs cpm-certs reads.
@@ -93,18 +94,6 @@ pub fn cpm_certs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .unwrap()
-}
-
-pub fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `openssl args…`; returns (success, stdout + stderr).

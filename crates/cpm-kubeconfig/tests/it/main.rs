@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use cpm_core::config::KeyAlgorithm;
 use cpm_testing::fixtures::{ca_bundle, write_config};
+pub use cpm_testing::process::{code, stderr, stdout};
 use cpm_testing::root::FakeRoot;
 
 pub const FILES: [&str; 4] = [
@@ -62,18 +63,6 @@ impl Node {
     pub fn kubeconfig(&self, file: &str) -> PathBuf {
         self.root.join(&format!("etc/kubernetes/{file}"))
     }
-}
-
-pub fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn kubectl(args: &[&str]) -> (bool, String) {
