@@ -648,6 +648,16 @@ impl ControlPlaneConfiguration {
         if self.kind != KIND {
             return Err(("kind", format!("must be {KIND:?}, not {:?}", self.kind)));
         }
+        if crate::versions::lookup(self.kubernetes_version).is_none() {
+            return Err((
+                "kubernetesVersion",
+                format!(
+                    "{} is not supported by this build (supported: {})",
+                    self.kubernetes_version,
+                    crate::versions::supported_range()
+                ),
+            ));
+        }
         let c = &self.certificates;
         if !(1..=3650).contains(&c.validity_days) {
             return Err((

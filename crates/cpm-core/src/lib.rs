@@ -18,7 +18,9 @@
 //! | `runner` | runs an agent as a one-shot or a daemon with watches and the admin server (feature `admin-http`) |
 //! | [`metrics`] | the per-process registry and the standard reconcile metrics |
 //! | [`exit`] | the exit-code table |
+//! | [`versions`] | the built-in version map (supported minors, image tags) |
 //! | [`kubeconfig`] | reading and rendering kubeconfig files |
+//! | `http` | a small HTTP(S) GET client for health gates (feature `http-client`) |
 //! | `pki` | key generation, certificate issuance and inspection (feature `pki`) |
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -35,10 +37,13 @@ pub mod node;
 pub mod plan;
 pub mod reconcile;
 pub mod telemetry;
+pub mod versions;
 pub mod watch;
 
 #[cfg(feature = "admin-http")]
 pub mod admin;
+#[cfg(feature = "http-client")]
+pub mod http;
 #[cfg(feature = "kube")]
 pub mod kube;
 #[cfg(feature = "kube")]
