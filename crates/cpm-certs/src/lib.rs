@@ -145,6 +145,7 @@ async fn reconcile(common: CommonArgs, clock: Clock, forced: Vec<String>) -> Cod
     let opts = RunnerOptions {
         default_admin: ADMIN_ADDR,
         watch: agent.inputs(),
+        watchers: Vec::new(),
     };
     run_agent(&mut agent, &common, registry, opts).await
 }

@@ -16,13 +16,28 @@ use crate::exit::{Code, TERMINATION_LOG, report_fatal};
 use crate::metrics::ReconcileMetrics;
 use crate::reconcile::{Agent, Readiness, Triggers, run};
 
+/// Starts a watch that marks the agent dirty through the sender; the returned guard keeps it
+/// alive (a kube watch from `cpm_core::kube::watch_triggers`, for example).
+pub type WatchStarter = Box<dyn FnOnce(crate::reconcile::TriggerSender) -> Box<dyn std::any::Any>>;
+
 /// What the runner needs besides the agent.
-#[derive(Debug)]
 pub struct RunnerOptions {
     /// The binary's default admin address (overridden by `--admin-addr`).
     pub default_admin: SocketAddr,
     /// Paths whose changes trigger a pass (parents are watched).
     pub watch: Vec<PathBuf>,
+    /// Other watches started in daemon mode (not under `--once`).
+    pub watchers: Vec<WatchStarter>,
+}
+
+impl std::fmt::Debug for RunnerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerOptions")
+            .field("default_admin", &self.default_admin)
+            .field("watch", &self.watch)
+            .field("watchers", &self.watchers.len())
+            .finish()
+    }
 }
 
 /// Runs `agent` as `common` says; `registry` already holds the agent's domain metrics.
@@ -48,7 +63,11 @@ pub async fn run_agent<A: Agent>(
             Err(e) => return fatal(&e),
         }
     };
+    let mut _guards = Vec::new();
     if !run_opts.once {
+        for start in opts.watchers {
+            _guards.push(start(triggers.sender()));
+        }
         let addr = common.admin_addr.unwrap_or(opts.default_admin);
         match crate::admin::spawn(addr, Arc::new(registry), readiness.clone()).await {
             Ok(srv) => info!(addr = %srv.addr, "admin server listening"),

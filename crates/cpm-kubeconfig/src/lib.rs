@@ -59,6 +59,7 @@ pub async fn run(cli: Cli, clock: Clock) -> Code {
     let opts = RunnerOptions {
         default_admin: ADMIN_ADDR,
         watch: agent.inputs(),
+        watchers: Vec::new(),
     };
     run_agent(&mut agent, &cli.common, registry, opts).await
 }

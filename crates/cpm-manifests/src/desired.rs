@@ -42,8 +42,9 @@ pub struct Inputs<'a> {
     pub scheduler_config: &'a str,
 }
 
-/// One rendered static pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One rendered static pod and the config files only it reads: they are applied, health-gated
+/// and rolled back together.
+#[derive(Debug, Clone)]
 pub struct Manifest {
     /// Its component.
     pub component: Component,
@@ -51,14 +52,18 @@ pub struct Manifest {
     pub checksum: String,
     /// The manifest bytes.
     pub bytes: Vec<u8>,
+    /// The component's config files, then its manifest (paths owned by it included).
+    pub set: FileSet,
 }
 
 /// The desired state.
 #[derive(Debug)]
 pub struct Desired {
-    /// Config files and manifests.
+    /// Everything: directories, config files and manifests (what `--dry-run` shows).
     pub set: FileSet,
-    /// The three manifests, in rollout order.
+    /// The directories alone.
+    pub dirs: FileSet,
+    /// The three components, in rollout order.
     pub manifests: Vec<Manifest>,
 }
 
@@ -122,8 +127,15 @@ pub fn desired(inputs: &Inputs<'_>) -> Result<Desired, DesiredError> {
     let v = versions::lookup(cfg.kubernetes_version)
         .ok_or_else(|| DesiredError::Version(cfg.kubernetes_version.to_string()))?;
     let mut set = FileSet::new();
-    set.dir(node_path(MANIFESTS), 0o700)?;
-    set.dir(node_path(CPM_DIR), 0o700)?;
+    let mut dirs = FileSet::new();
+    for s in [&mut set, &mut dirs] {
+        s.dir(node_path(MANIFESTS), 0o700)?;
+        s.dir(node_path(CPM_DIR), 0o700)?;
+    }
+    let mut per: BTreeMap<Component, FileSet> = Component::ALL
+        .into_iter()
+        .map(|c| (c, FileSet::new()))
+        .collect();
 
     // Config files first: the pods' checksums cover them.
     let mut own: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -132,38 +144,45 @@ pub fn desired(inputs: &Inputs<'_>) -> Result<Desired, DesiredError> {
         AuditMode::Basic => Some(basic_audit_policy()),
         AuditMode::Custom => inputs.custom_audit_policy.cloned(),
     };
-    let mut add = |set: &mut FileSet, f: DesiredFile, host: &str| -> Result<(), DesiredError> {
-        own.insert(host.to_string(), f.bytes.clone());
+    // Each config file belongs to the one component that reads it: they are applied, gated and
+    // rolled back together.
+    let mut add = |c: Component, f: DesiredFile| -> Result<(), DesiredError> {
+        own.insert(format!("/{}", f.path.display()), f.bytes.clone());
+        if let Some(p) = per.get_mut(&c) {
+            p.file(f.clone())?;
+        }
         set.file(f)?;
         Ok(())
     };
     if let Some(policy) = &audit {
-        add(&mut set, file(AUDIT_POLICY, yaml(policy)), AUDIT_POLICY)?;
-    } else {
-        set.own(node_path(AUDIT_POLICY))?;
+        add(Component::Apiserver, file(AUDIT_POLICY, yaml(policy)))?;
     }
     add(
-        &mut set,
+        Component::Apiserver,
         file(ADMISSION_CONFIG, yaml(&admission_config())),
-        ADMISSION_CONFIG,
     )?;
     let encryption = !inputs.encryption_keys.is_empty();
     if encryption {
         add(
-            &mut set,
+            Component::Apiserver,
             file(
                 ENCRYPTION_CONFIG,
                 yaml(&encryption_config(inputs.encryption_keys)),
             )
             .secret(),
-            ENCRYPTION_CONFIG,
         )?;
     }
     add(
-        &mut set,
+        Component::Scheduler,
         file(SCHEDULER_CONFIG, inputs.scheduler_config.to_string()),
-        SCHEDULER_CONFIG,
     )?;
+    if audit.is_none() {
+        // A policy from before is removed with the apiserver's files.
+        set.own(node_path(AUDIT_POLICY))?;
+        if let Some(p) = per.get_mut(&Component::Apiserver) {
+            p.own(node_path(AUDIT_POLICY))?;
+        }
+    }
 
     let facts = NodeFacts {
         ip: inputs.node_ip,
@@ -225,20 +244,23 @@ pub fn desired(inputs: &Inputs<'_>) -> Result<Desired, DesiredError> {
         }
         let sum = checksum(&bare, &refs);
         let bytes = format!("{HEADER}{}", yaml(&with_checksum(p, &sum))).into_bytes();
-        set.file(
-            DesiredFile::new(node_path(&component.manifest()), bytes.clone(), 0o600).note(format!(
-                "{}: checksum {}",
-                component.name(),
-                &sum[..12]
-            )),
-        )?;
+        let f = DesiredFile::new(node_path(&component.manifest()), bytes.clone(), 0o600)
+            .note(format!("{}: checksum {}", component.name(), &sum[..12]));
+        set.file(f.clone())?;
+        let mut own_set = per.remove(&component).unwrap_or_default();
+        own_set.file(f)?;
         manifests.push(Manifest {
             component,
             checksum: sum,
             bytes,
+            set: own_set,
         });
     }
-    Ok(Desired { set, manifests })
+    Ok(Desired {
+        set,
+        dirs,
+        manifests,
+    })
 }
 
 #[cfg(test)]

@@ -2,10 +2,107 @@
 //! kube-scheduler extenders from `KubeSchedulerWebhookConfiguration` objects.
 #![warn(clippy::unwrap_used)]
 
+pub mod agent;
 pub mod checksum;
 pub mod desired;
 pub mod files;
 pub mod flags;
+pub mod health;
 pub mod layout;
+pub mod metrics;
 pub mod pods;
 pub mod scheduler;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use cpm_core::cli::CommonArgs;
+use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
+use cpm_core::runner::{RunnerOptions, run_agent};
+use prometheus_client::registry::Registry;
+use tracing::info;
+
+use crate::agent::ManifestsAgent;
+
+/// The admin server's default address.
+pub const ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9603);
+
+/// The cpm-manifests command line.
+#[derive(Debug, Parser)]
+#[command(name = "cpm-manifests", version = cpm_core::build::LONG_VERSION, about = "Renders the control-plane static pods, their config files and the scheduler extenders")]
+pub struct Cli {
+    /// Flags shared by all cpm binaries.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Seconds a component may take to become healthy after its manifest changed; 0 turns the
+    /// health gate (and rollback) off.
+    #[arg(
+        long,
+        global = true,
+        env = "CPM_HEALTH_TIMEOUT_SECONDS",
+        default_value_t = 300
+    )]
+    pub health_timeout_seconds: u64,
+    /// What to do; without a command, reconcile the node's static pods.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// cpm-manifests' commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the KubeSchedulerWebhookConfiguration CRD.
+    Crd,
+}
+
+/// Runs the command line; returns the exit code.
+pub async fn run(cli: Cli) -> Code {
+    if let Some(Command::Crd) = cli.command {
+        print!("{}", scheduler::crd_yaml());
+        return Code::Ok;
+    }
+    let client = match &cli.common.kubeconfig {
+        Some(path) => {
+            let opts = cpm_core::kube::ClientOptions {
+                kubeconfig: Some(path.clone()),
+                context: None,
+                connect_timeout: Duration::from_secs(5),
+                read_timeout: Duration::from_secs(30),
+            };
+            match cpm_core::kube::client(&opts).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    report_fatal(&e, Path::new(TERMINATION_LOG));
+                    return Code::Usage;
+                }
+            }
+        }
+        None => {
+            info!(
+                "no --kubeconfig: etcd members and scheduler extenders are kept as the node has them"
+            );
+            None
+        }
+    };
+    let mut registry = Registry::default();
+    let metrics = metrics::ManifestMetrics::register(&mut registry);
+    let mut agent = ManifestsAgent::new(cli.common.clone(), Some(metrics), client.clone());
+    agent.gate_timeout = Duration::from_secs(cli.health_timeout_seconds);
+    if let Err(e) = agent.load_inputs() {
+        report_fatal(&e, Path::new(TERMINATION_LOG));
+        return Code::Usage;
+    }
+    let mut watchers: Vec<cpm_core::runner::WatchStarter> = Vec::new();
+    if let Some(c) = client {
+        watchers.push(Box::new(move |tx| Box::new(scheduler::watch(c, tx))));
+    }
+    let opts = RunnerOptions {
+        default_admin: ADMIN_ADDR,
+        watch: agent.inputs(),
+        watchers,
+    };
+    run_agent(&mut agent, &cli.common, registry, opts).await
+}

@@ -1,0 +1,72 @@
+//! cpm-manifests' domain metrics.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `cpm_static_pod_rollbacks_total` | counter | `component` |
+//! | `cpm_static_pod_held_back` | gauge (1 while a failed manifest is held back) | `component` |
+//! | `cpm_scheduler_webhooks` | gauge | `state` (`rendered`, `rejected`) |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::layout::Component;
+use crate::scheduler::SchedulerWebhookMetrics;
+
+/// `component` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ComponentLabel {
+    /// Component name.
+    pub component: String,
+}
+
+/// The manifest metrics.
+#[derive(Debug, Clone)]
+pub struct ManifestMetrics {
+    rollbacks: Family<ComponentLabel, Counter>,
+    held_back: Family<ComponentLabel, Gauge>,
+    /// Scheduler webhook states.
+    pub webhooks: SchedulerWebhookMetrics,
+}
+
+impl ManifestMetrics {
+    /// Registers the metrics on `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            rollbacks: Family::default(),
+            held_back: Family::default(),
+            webhooks: SchedulerWebhookMetrics::register(registry),
+        };
+        registry.register(
+            "cpm_static_pod_rollbacks",
+            "Manifests restored after a failed health gate",
+            m.rollbacks.clone(),
+        );
+        registry.register(
+            "cpm_static_pod_held_back",
+            "1 while a manifest that failed its health gate is held back",
+            m.held_back.clone(),
+        );
+        m
+    }
+
+    /// Records a rollback of `component`.
+    pub fn rollback(&self, component: Component) {
+        self.rollbacks.get_or_create(&label(component)).inc();
+    }
+
+    /// Sets whether `component` is held back.
+    pub fn held_back(&self, component: Component, held: bool) {
+        self.held_back
+            .get_or_create(&label(component))
+            .set(i64::from(held));
+    }
+}
+
+fn label(c: Component) -> ComponentLabel {
+    ComponentLabel {
+        component: c.name().to_string(),
+    }
+}
