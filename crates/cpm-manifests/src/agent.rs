@@ -15,15 +15,16 @@ use cpm_core::config::{AuditMode, ConfigError, ControlPlaneConfiguration};
 use cpm_core::node::NodeRoot;
 use cpm_core::plan::{Op, plan};
 use cpm_core::reconcile::{Agent, Mode, PassError, PassOutcome, converge};
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use tracing::{debug, info, warn};
 
 use crate::desired::{HEADER, Inputs, desired, referenced_files};
 use crate::files::{AuditPolicy, EncryptionKey, encryption_keys, parse_audit_policy};
-use crate::health::{Check, default_checks, wait_healthy};
+use crate::health::{Check, GateError, default_checks, wait_healthy};
 use crate::layout::{BACKUP_DIR, Component, ENCRYPTION_CONFIG, SCHEDULER_CONFIG, node_path, pki};
 use crate::metrics::ManifestMetrics;
+use crate::pods::CHECKSUM_ANNOTATION;
 use crate::scheduler;
 
 /// The agent's name in logs and metrics.
@@ -97,6 +98,9 @@ pub struct ManifestsAgent {
     pub gate_timeout: Duration,
     /// How often the gate polls.
     pub gate_interval: Duration,
+    /// Without an API client: how long to let the kubelet pick up a new manifest before probing
+    /// (the old pod may still answer until it is replaced).
+    pub gate_settle: Duration,
     /// Health checks per component, instead of the defaults (tests).
     pub checks: Option<BTreeMap<Component, Vec<Check>>>,
     /// Checksums that failed their gate: not applied again until the inputs change.
@@ -116,6 +120,7 @@ impl ManifestsAgent {
             client,
             gate_timeout: Duration::from_secs(300),
             gate_interval: Duration::from_secs(2),
+            gate_settle: Duration::from_secs(20),
             checks: None,
             held_back: BTreeMap::new(),
         }
@@ -437,15 +442,21 @@ impl Agent for ManifestsAgent {
                 continue;
             }
             let checks = self.checks(m.component, loaded.node_ip, version);
-            match wait_healthy(
-                m.component,
-                &checks,
-                &ca,
-                self.gate_timeout,
-                self.gate_interval,
-            )
-            .await
-            {
+            let mirror = self.wait_for_mirror_pod(m.component, &m.checksum).await;
+            let gate = match mirror {
+                Ok(()) => {
+                    wait_healthy(
+                        m.component,
+                        &checks,
+                        &ca,
+                        self.gate_timeout,
+                        self.gate_interval,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match gate {
                 Ok(()) => {
                     self.held_back.remove(&m.component);
                     self.set_held(m.component, false);
@@ -472,6 +483,63 @@ impl Agent for ManifestsAgent {
 }
 
 impl ManifestsAgent {
+    /// With an API client: waits until the mirror pod of `component` on this node carries
+    /// `checksum` and is Ready, so the health checks that follow reach the new pod, not the old
+    /// one. Without a client: waits [`Self::gate_settle`] for the kubelet to replace the pod.
+    async fn wait_for_mirror_pod(
+        &self,
+        component: Component,
+        checksum: &str,
+    ) -> Result<(), GateError> {
+        let Some(client) = &self.client else {
+            tokio::time::sleep(self.gate_settle).await;
+            return Ok(());
+        };
+        let name = format!(
+            "{}-{}",
+            component.name(),
+            self.args.node_name().unwrap_or_default()
+        );
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+        let deadline = std::time::Instant::now() + self.gate_timeout;
+        loop {
+            let last = match pods.get_opt(&name).await {
+                Ok(Some(pod)) => {
+                    let sum = pod
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(CHECKSUM_ANNOTATION))
+                        .cloned()
+                        .unwrap_or_default();
+                    let ready = pod
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    if sum == checksum && ready {
+                        return Ok(());
+                    }
+                    format!(
+                        "mirror pod {name}: checksum {}, ready {ready}",
+                        &sum.get(..12).unwrap_or(&sum)
+                    )
+                }
+                Ok(None) => format!("mirror pod {name} not found"),
+                Err(e) => format!("cannot read mirror pod {name}: {e}"),
+            };
+            if std::time::Instant::now() + self.gate_interval > deadline {
+                return Err(GateError {
+                    component: component.name(),
+                    timeout: self.gate_timeout,
+                    last,
+                });
+            }
+            tokio::time::sleep(self.gate_interval).await;
+        }
+    }
+
     fn set_held(&self, c: Component, held: bool) {
         if let Some(m) = &self.metrics {
             m.held_back(c, held);

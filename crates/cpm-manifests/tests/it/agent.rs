@@ -87,6 +87,7 @@ impl Node {
         let cli = cpm_manifests::Cli::try_parse_from(self.args(&[])).unwrap();
         let mut a = ManifestsAgent::new(cli.common, None, client);
         a.gate_timeout = Duration::ZERO;
+        a.gate_settle = Duration::ZERO;
         a
     }
 
