@@ -59,6 +59,8 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
             "cpm-certs",
             "-p",
             "cpm-kubeconfig",
+            "-p",
+            "cpm-manifests",
         ],
     )?;
     let bin = workspace_root().join("target/debug/cpm-certs");
@@ -125,7 +127,10 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         }
         roots.push((name, ip, root));
     }
-    kubeconfigs(&config, &pki, &roots)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let server = kubeconfigs(&rt, &config, &pki, &roots)?;
+    manifests(&rt, &server, &config, &pki, &roots)?;
+    drop(server);
     step("master-1: cpm-certs check-expiration (leaves, kubeconfig client certificates, CAs)");
     cmd::run(s(&bin), &["check-expiration", "--root", s(&roots[0].2)])?;
 
@@ -239,13 +244,13 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
 /// binary exists on these machines) running with the demo's cluster CA, then kubectl with the
 /// admin.conf cpm wrote.
 fn kubeconfigs(
+    rt: &tokio::runtime::Runtime,
     config: &Path,
     pki: &Path,
     roots: &[(String, String, PathBuf)],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<cpm_testing::apiserver::ApiServer> {
     use cpm_testing::apiserver::{ApiServer, ApiServerOptions, CertAndKey};
     step("starting the test API server with the cluster CA (stands in for kube-apiserver)");
-    let rt = tokio::runtime::Runtime::new()?;
     let ca = CertAndKey {
         cert_pem: std::fs::read_to_string(pki.join("ca.crt"))?,
         key_pem: std::fs::read_to_string(pki.join("ca.key"))?,
@@ -325,7 +330,127 @@ fn kubeconfigs(
         users.len(),
         distinct.join(", ")
     );
-    drop(server);
+    Ok(server)
+}
+
+/// cpm-manifests on every master: the three static pods and their config files. The test API
+/// server knows the three masters as control-plane Nodes, so `--etcd-servers` lists them all.
+/// No kubelet runs here, so the health gate is off (`--health-timeout-seconds 0`).
+fn manifests(
+    rt: &tokio::runtime::Runtime,
+    server: &cpm_testing::apiserver::ApiServer,
+    config: &Path,
+    pki: &Path,
+    roots: &[(String, String, PathBuf)],
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    const COMPONENTS: [&str; 3] = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ];
+    let admin = rt.block_on(server.admin_client())?;
+    let nodes: kube::Api<Node> = kube::Api::all(admin);
+    for (name, ip, _) in roots {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+        }))?;
+        rt.block_on(nodes.create(&Default::default(), &node))?;
+    }
+    let bin = workspace_root().join("target/debug/cpm-manifests");
+    for (name, ip, root) in roots {
+        step(&format!(
+            "{name}: cpm-manifests --once (static pods, audit/admission/scheduler config)"
+        ));
+        let kubeconfig = root.join("etc/kubernetes/super-admin.conf");
+        let args = [
+            "--root",
+            s(root),
+            "--config",
+            s(config),
+            "--pki-dir",
+            s(pki),
+            "--node-name",
+            name,
+            "--node-ip",
+            ip,
+            "--kubeconfig",
+            s(&kubeconfig),
+            "--once",
+            "--health-timeout-seconds",
+            "0",
+        ];
+        cmd::run(s(&bin), &args)?;
+    }
+    let m1 = roots[0].2.join("etc/kubernetes/manifests");
+    let read = |c: &str| std::fs::read_to_string(m1.join(format!("{c}.yaml"))).unwrap_or_default();
+    for line in read("kube-apiserver").lines().filter(|l| {
+        l.contains("--etcd-servers") || l.contains("config-checksum") || l.contains("image:")
+    }) {
+        eprintln!("   master-1 kube-apiserver.yaml: {}", line.trim());
+    }
+    if have("kubernetes-validate") {
+        step(
+            "kubernetes-validate --strict: master-1's static pods against the Kubernetes 1.33 OpenAPI schema",
+        );
+        let files: Vec<String> = COMPONENTS
+            .iter()
+            .map(|c| m1.join(format!("{c}.yaml")).display().to_string())
+            .collect();
+        let mut args = vec!["-k", "1.33.0", "--strict"];
+        args.extend(files.iter().map(String::as_str));
+        cmd::run("kubernetes-validate", &args)?;
+    }
+    step(
+        "master-1: renew the front-proxy client certificate; only kube-apiserver's checksum changes",
+    );
+    let before: Vec<String> = COMPONENTS.iter().map(|c| read(c)).collect();
+    let (name, ip, root) = &roots[0];
+    let certs = workspace_root().join("target/debug/cpm-certs");
+    cmd::run(
+        s(&certs),
+        &[
+            "--root",
+            s(root),
+            "--config",
+            s(config),
+            "--pki-dir",
+            s(pki),
+            "--node-name",
+            name,
+            "--node-ip",
+            ip,
+            "--log-level",
+            "warn",
+            "renew",
+            "front-proxy-client",
+        ],
+    )?;
+    let args = [
+        "--root",
+        s(root),
+        "--config",
+        s(config),
+        "--node-name",
+        name,
+        "--node-ip",
+        ip,
+        "--once",
+        "--health-timeout-seconds",
+        "0",
+        "--log-level",
+        "warn",
+    ];
+    cmd::run(s(&bin), &args)?;
+    for (c, old) in COMPONENTS.iter().zip(before) {
+        let verdict = if read(c) != old {
+            "changed: the kubelet restarts it"
+        } else {
+            "unchanged"
+        };
+        eprintln!("   {c}.yaml: {verdict}");
+    }
     Ok(())
 }
 
