@@ -328,7 +328,7 @@ async fn encryption(
                     "stored the encryption keys in the cluster"
                 ),
                 Err(e) => {
-                    debug!(error = %e, "cannot store the encryption keys yet; retried next pass")
+                    debug!(error = %e, "cannot store the encryption keys yet; retried next pass");
                 }
             }
             keys
@@ -387,7 +387,7 @@ impl Agent for ManifestsAgent {
             cfg.apiserver.encryption_at_rest,
         )
         .await;
-        let scheduler_config = self.scheduler_config(&root, cfg).await?;
+        let scheduler_config = self.scheduler_config(&root, cfg, mode).await?;
         let inputs = Inputs {
             config: cfg,
             node_ip: loaded.node_ip,
@@ -552,6 +552,7 @@ impl ManifestsAgent {
         &self,
         root: &NodeRoot,
         cfg: &ControlPlaneConfiguration,
+        mode: Mode,
     ) -> Result<String, PassError> {
         let kubeconfig = "/etc/kubernetes/scheduler.conf";
         if let Some(client) = &self.client {
@@ -564,7 +565,9 @@ impl ManifestsAgent {
                     for r in &set.rejections {
                         warn!(object = %r.object, index = r.index, reason = %r, "scheduler webhook left out");
                     }
-                    if let Err(e) =
+                    // Plans write nothing, in the cluster either.
+                    if mode != Mode::Apply {
+                    } else if let Err(e) =
                         scheduler::report(client, &objects, &set.rejections, AGENT).await
                     {
                         warn!(error = %cpm_core::exit::chain(&e), "cannot report scheduler webhook rejections");
@@ -575,7 +578,7 @@ impl ManifestsAgent {
                     ));
                 }
                 Err(e) => {
-                    debug!(error = %e, "cannot list scheduler webhooks; keeping the current extenders")
+                    debug!(error = %e, "cannot list scheduler webhooks; keeping the current extenders");
                 }
             }
         }
@@ -601,7 +604,7 @@ fn restore(root: &NodeRoot, p: &cpm_core::plan::Plan) -> Result<(), RunError> {
         };
         match op {
             Op::Replace { file, old } => {
-                write_atomic(&path, old, file.mode, None, None).map_err(err)?
+                write_atomic(&path, old, file.mode, None, None).map_err(err)?;
             }
             Op::Create { .. } => remove(&path).map_err(err)?,
             Op::Delete { old, .. } => write_atomic(&path, old, 0o600, None, None).map_err(err)?,

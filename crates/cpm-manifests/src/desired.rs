@@ -113,7 +113,7 @@ pub fn referenced_files(component: Component) -> Vec<String> {
     files
 }
 
-fn file(host: &str, text: String) -> DesiredFile {
+fn file(host: &str, text: &str) -> DesiredFile {
     DesiredFile::new(
         node_path(host),
         format!("{HEADER}{text}").into_bytes(),
@@ -155,11 +155,11 @@ pub fn desired(inputs: &Inputs<'_>) -> Result<Desired, DesiredError> {
         Ok(())
     };
     if let Some(policy) = &audit {
-        add(Component::Apiserver, file(AUDIT_POLICY, yaml(policy)))?;
+        add(Component::Apiserver, file(AUDIT_POLICY, &yaml(policy)))?;
     }
     add(
         Component::Apiserver,
-        file(ADMISSION_CONFIG, yaml(&admission_config())),
+        file(ADMISSION_CONFIG, &yaml(&admission_config())),
     )?;
     let encryption = !inputs.encryption_keys.is_empty();
     if encryption {
@@ -167,14 +167,14 @@ pub fn desired(inputs: &Inputs<'_>) -> Result<Desired, DesiredError> {
             Component::Apiserver,
             file(
                 ENCRYPTION_CONFIG,
-                yaml(&encryption_config(inputs.encryption_keys)),
+                &yaml(&encryption_config(inputs.encryption_keys)),
             )
             .secret(),
         )?;
     }
     add(
         Component::Scheduler,
-        file(SCHEDULER_CONFIG, inputs.scheduler_config.to_string()),
+        file(SCHEDULER_CONFIG, inputs.scheduler_config),
     )?;
     if audit.is_none() {
         // A policy from before is removed with the apiserver's files.

@@ -76,7 +76,7 @@ fn every_referenced_file_changes_exactly_its_components_checksums() {
                 w.files
                     .insert(path.clone(), Some(b"rotated".to_vec()))
                     .map(|_| ())
-                    .unwrap_or(())
+                    .unwrap_or(());
             },
             &users,
         );
@@ -103,7 +103,7 @@ fn own_config_files_change_only_their_component() {
             w.keys = vec![EncryptionKey {
                 name: "key-1".into(),
                 secret: "a2V5".into(),
-            }]
+            }];
         },
         &[Component::Apiserver],
     );
@@ -122,7 +122,7 @@ fn own_config_files_change_only_their_component() {
         |w| {
             w.config
                 .controller_manager
-                .node_monitor_grace_period_seconds = 20
+                .node_monitor_grace_period_seconds = 20;
         },
         &[Component::ControllerManager],
     );
