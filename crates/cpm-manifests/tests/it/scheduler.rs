@@ -23,7 +23,7 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(15);
-const CA_PEM: &str = include_str!("../src/scheduler/testdata/ca.pem");
+const CA_PEM: &str = include_str!("../../src/scheduler/testdata/ca.pem");
 const REPORTER: &str = "cpm-manifests";
 
 fn domain() -> DnsName {
