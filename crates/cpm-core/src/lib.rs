@@ -21,6 +21,7 @@
 //! | [`versions`] | the built-in version map (supported minors, image tags) |
 //! | [`kubeconfig`] | reading and rendering kubeconfig files |
 //! | `http` | a small HTTP(S) GET client for health gates (feature `http-client`) |
+//! | `staticpod` | static pods as k8s-openapi objects, and their checksum annotation (feature `kube`) |
 //! | `pki` | key generation, certificate issuance and inspection (feature `pki`) |
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -52,3 +53,5 @@ pub mod lease;
 pub mod pki;
 #[cfg(feature = "admin-http")]
 pub mod runner;
+#[cfg(feature = "kube")]
+pub mod staticpod;

@@ -3,7 +3,6 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod agent;
-pub mod checksum;
 pub mod desired;
 pub mod files;
 pub mod flags;

@@ -1,4 +1,5 @@
-//! Tests of the checksum: it changes exactly when the manifest or a referenced file changes.
+//! Tests of the static-pod checksum: it changes exactly when the manifest or a referenced file
+//! changes.
 
 use super::*;
 
