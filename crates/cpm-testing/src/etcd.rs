@@ -262,3 +262,90 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
+
+/// A started member and what the manifest said about it.
+impl EtcdProcess {
+    /// Starts etcd from a rendered static-pod manifest (`<root>/etc/kubernetes/manifests/etcd.yaml`)
+    /// as the kubelet would run its command, with `bin` as the binary. Host paths in flags are
+    /// mapped under `root`. Several simulated masters share this machine's loopback, so a node
+    /// whose IP is not 127.0.0.1 does not also listen on 127.0.0.1:2379, and the metrics listener
+    /// (127.0.0.1:2381 in the manifest) moves to the node's own IP. Does not wait for health.
+    pub fn spawn_from_manifest(bin: &Path, root: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(root.join("etc/kubernetes/manifests/etcd.yaml"))?;
+        let value: serde_json::Value =
+            serde_saphyr::from_str(&text).map_err(std::io::Error::other)?;
+        let pod: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(value).map_err(std::io::Error::other)?;
+        let command = pod
+            .spec
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.command)
+            .ok_or_else(|| std::io::Error::other("the manifest has no container command"))?;
+        let flags: Vec<(String, String)> = command
+            .iter()
+            .skip(1)
+            .filter_map(|a| {
+                a.strip_prefix("--")?
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let get = |k: &str| {
+            flags
+                .iter()
+                .find(|(f, _)| f == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let client_url = get("advertise-client-urls");
+        let ip = client_url
+            .trim_start_matches("https://")
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default();
+        let mut args = Vec::new();
+        let mut data_dir = PathBuf::new();
+        for (k, v) in &flags {
+            let v = match k.as_str() {
+                "listen-client-urls" if ip != "127.0.0.1" => v
+                    .split(',')
+                    .filter(|u| !u.contains("://127.0.0.1:"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "listen-metrics-urls" => v.replace("127.0.0.1", &ip),
+                _ if v.starts_with('/') => {
+                    root.join(v.trim_start_matches('/')).display().to_string()
+                }
+                _ => v.clone(),
+            };
+            if k == "data-dir" {
+                data_dir = PathBuf::from(&v);
+            }
+            args.push(format!("--{k}={v}"));
+        }
+        if !data_dir.exists() {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&data_dir)?;
+        }
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .args(&args)
+            .args(["--logger=zap", "--log-outputs=stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()?;
+        let metrics_url = get("listen-metrics-urls").replace("127.0.0.1", &ip);
+        Ok(Self {
+            child,
+            client_url,
+            peer_url: get("initial-advertise-peer-urls"),
+            metrics_url,
+            log,
+        })
+    }
+}

@@ -60,3 +60,57 @@ pub fn write_config(path: &Path, extra: &str) {
     write_atomic(path, config_yaml(extra).as_bytes(), 0o600, None, None)
         .expect("invariant: write config");
 }
+
+/// Issues a node's etcd certificates (server, peer, healthcheck client, as cpm-certs does) from
+/// the etcd CA of `bundle` under `<root>/etc/kubernetes/pki/etcd`, with the CA installed.
+pub fn etcd_pki(root: &Path, bundle: &Path, name: &str, ip: &str) {
+    let ca = bundle_ca(bundle, "etcd-ca");
+    let dir = root.join("etc/kubernetes/pki/etcd");
+    std::fs::create_dir_all(&dir).expect("invariant: mkdir");
+    write_atomic(
+        &dir.join("ca.crt"),
+        ca.cert_pem().as_bytes(),
+        0o644,
+        None,
+        None,
+    )
+    .expect("invariant: write CA");
+    let now = OffsetDateTime::now_utc();
+    for (stem, usage, cn) in [
+        ("server", Usage::ServerClient, name),
+        ("peer", Usage::ServerClient, name),
+        (
+            "healthcheck-client",
+            Usage::Client,
+            "kube-etcd-healthcheck-client",
+        ),
+    ] {
+        let key = Key::generate(KeyAlgorithm::EcdsaP256).expect("invariant: keygen");
+        let mut spec = CertSpec::new(cn, usage, now, 30);
+        if usage == Usage::ServerClient {
+            spec.sans = vec![
+                name.parse().expect("invariant: node name"),
+                "localhost".parse().expect("invariant: literal"),
+                ip.parse().expect("invariant: IP"),
+                "127.0.0.1".parse().expect("invariant: literal"),
+            ];
+        }
+        let pem = ca.issue(&spec, &key).expect("invariant: issue");
+        write_atomic(
+            &dir.join(format!("{stem}.crt")),
+            pem.as_bytes(),
+            0o600,
+            None,
+            None,
+        )
+        .expect("invariant: write cert");
+        write_atomic(
+            &dir.join(format!("{stem}.key")),
+            key.to_pem().as_bytes(),
+            0o600,
+            None,
+            None,
+        )
+        .expect("invariant: write key");
+    }
+}

@@ -1,0 +1,232 @@
+//! The cpm-etcd agent, first stage: renders the etcd static pod for a bootstrapping master and
+//! keeps the membership flags of an existing member, refusing any silent change of a member's
+//! name, advertise IP or data directory. Membership changes through etcd (learners, promotion,
+//! removal) are the next stage.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use cpm_core::apply::ApplyOptions;
+use cpm_core::cli::{CommonArgs, MissingFlag};
+use cpm_core::config::{ConfigError, ControlPlaneConfiguration};
+use cpm_core::fileset::{DesiredFile, FileSet};
+use cpm_core::reconcile::{Agent, Mode, PassError, PassOutcome, converge};
+
+use crate::manifest::{
+    ClusterState, DATA_DIR, Inputs, MANIFEST, Peer, quota_bytes, referenced_files, render,
+};
+
+/// The agent's name in logs and metrics.
+pub const AGENT: &str = "cpm-etcd";
+
+/// Bad operator input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The config file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A required identity flag.
+    #[error(transparent)]
+    Identity(#[from] MissingFlag),
+    /// The desired manifest would change an existing member's identity.
+    #[error(
+        "{manifest}: refusing to change {what} of the existing etcd member from {from:?} to {to:?}; remove the member first (or restore --node-name/--node-ip)"
+    )]
+    IdentityChange {
+        /// The current manifest.
+        manifest: PathBuf,
+        /// `name`, `advertise IP` or `data dir`.
+        what: &'static str,
+        /// Current value.
+        from: String,
+        /// Wanted value.
+        to: String,
+    },
+}
+
+/// A runtime failure.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}")]
+pub struct ReadError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+/// The flags of an existing etcd manifest that define the member.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Current {
+    /// Every `--flag=value`.
+    pub flags: BTreeMap<String, String>,
+}
+
+impl Current {
+    /// Parses the `--flag=value` lines of a rendered manifest.
+    pub fn parse(manifest: &str) -> Self {
+        let flags = manifest
+            .lines()
+            .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("--"))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        Self { flags }
+    }
+
+    /// The members of `--initial-cluster`.
+    pub fn members(&self) -> Vec<Peer> {
+        self.flags
+            .get("initial-cluster")
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|m| {
+                        let (name, u) = m.split_once('=')?;
+                        let ip = u
+                            .strip_prefix("https://")?
+                            .rsplit_once(':')?
+                            .0
+                            .trim_matches(['[', ']'])
+                            .parse()
+                            .ok()?;
+                        Some(Peer {
+                            name: name.to_string(),
+                            ip,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The cpm-etcd agent.
+pub struct EtcdAgent {
+    args: CommonArgs,
+}
+
+impl EtcdAgent {
+    /// An agent for `args`.
+    pub fn new(args: CommonArgs) -> Self {
+        Self { args }
+    }
+
+    /// Init: loads and validates the inputs (exit 2 on failure).
+    pub fn load_inputs(&self) -> Result<(ControlPlaneConfiguration, Peer), InputError> {
+        let config = ControlPlaneConfiguration::load(&self.args.config)?;
+        let this = Peer {
+            name: self.args.node_name()?,
+            ip: self.args.node_ip()?,
+        };
+        Ok((config, this))
+    }
+
+    /// Paths whose change should trigger a pass.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let root = self.args.node_root();
+        let mut paths = vec![self.args.config.clone()];
+        paths.extend(
+            ["etc/kubernetes/pki/etcd", "etc/kubernetes/manifests"]
+                .iter()
+                .filter_map(|p| root.join(p).ok()),
+        );
+        paths
+    }
+}
+
+/// Refuses a manifest that would silently change an existing member.
+pub fn check_identity(current: &Current, this: &Peer, manifest: &std::path::Path) -> Result<(), InputError> {
+    let wrong = |what, from: &str, to: String| InputError::IdentityChange {
+        manifest: manifest.to_path_buf(),
+        what,
+        from: from.to_string(),
+        to,
+    };
+    if let Some(name) = current.flags.get("name").filter(|n| **n != this.name) {
+        return Err(wrong("the name", name, this.name.clone()));
+    }
+    let advertise = current
+        .flags
+        .get("initial-advertise-peer-urls")
+        .and_then(|u| {
+            u.strip_prefix("https://")?
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        });
+    if let Some(ip) = advertise.filter(|ip| ip.parse::<IpAddr>().ok() != Some(this.ip)) {
+        return Err(wrong("the advertise IP", &ip, this.ip.to_string()));
+    }
+    if let Some(dir) = current.flags.get("data-dir").filter(|d| *d != DATA_DIR) {
+        return Err(wrong("the data dir", dir, DATA_DIR.to_string()));
+    }
+    Ok(())
+}
+
+impl Agent for EtcdAgent {
+    fn name(&self) -> &'static str {
+        AGENT
+    }
+
+    async fn pass(&mut self, mode: Mode) -> Result<PassOutcome, PassError> {
+        let (config, this) = self.load_inputs().map_err(PassError::input)?;
+        let root = self.args.node_root();
+        let read = |host: &str| -> Result<Option<Vec<u8>>, PassError> {
+            let path = root.host(host).map_err(PassError::input)?;
+            match std::fs::read(&path) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(PassError::runtime(ReadError { path, source })),
+            }
+        };
+        let current = read(MANIFEST)?.map(|b| Current::parse(&String::from_utf8_lossy(&b)));
+        let manifest_path = root.host(MANIFEST).map_err(PassError::input)?;
+        let (members, state) = match &current {
+            Some(c) => {
+                check_identity(c, &this, &manifest_path).map_err(PassError::input)?;
+                let state = if c.flags.get("initial-cluster-state").map(String::as_str)
+                    == Some("existing")
+                {
+                    ClusterState::Existing
+                } else {
+                    ClusterState::New
+                };
+                (c.members(), state)
+            }
+            None => (vec![this.clone()], ClusterState::New),
+        };
+        let current_quota = current
+            .as_ref()
+            .and_then(|c| c.flags.get("quota-backend-bytes")?.parse().ok());
+        let mut pki_files = BTreeMap::new();
+        for f in referenced_files() {
+            let content = read(&f)?;
+            pki_files.insert(f, content);
+        }
+        let inputs = Inputs {
+            config: &config,
+            this,
+            members: &members,
+            state,
+            quota_bytes: quota_bytes(&config, None, current_quota),
+            pki_files: &pki_files,
+        };
+        let rendered = render(&inputs).ok_or_else(|| {
+            PassError::input(std::io::Error::other(
+                "kubernetesVersion is not in the version map",
+            ))
+        })?;
+        let mut set = FileSet::new();
+        set.dir("etc/kubernetes/manifests", 0o700)
+            .map_err(PassError::runtime)?;
+        set.file(
+            DesiredFile::new("etc/kubernetes/manifests/etcd.yaml", rendered.bytes, 0o600)
+                .note(format!("etcd: checksum {}", &rendered.checksum[..12])),
+        )
+        .map_err(PassError::runtime)?;
+        converge(&root, &set, mode, &ApplyOptions::default())
+    }
+}

@@ -1,0 +1,48 @@
+//! cpm-etcd: the etcd static pod of a master node, and (next stage) safe membership changes.
+//!
+//! This stage renders `etc/kubernetes/manifests/etcd.yaml` from the config and the version map
+//! (a new single-member cluster on the first master; an existing member keeps its membership
+//! flags) and refuses any silent change of a member's name, advertise IP or data directory.
+#![warn(clippy::unwrap_used)]
+
+pub mod agent;
+pub mod manifest;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use clap::Parser;
+use cpm_core::cli::CommonArgs;
+use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
+use cpm_core::runner::{RunnerOptions, run_agent};
+use prometheus_client::registry::Registry;
+
+use crate::agent::EtcdAgent;
+
+/// The admin server's default address.
+pub const ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9604);
+
+/// The cpm-etcd command line.
+#[derive(Debug, Parser)]
+#[command(name = "cpm-etcd", version = cpm_core::build::LONG_VERSION, about = "Renders the etcd static pod of a master node")]
+pub struct Cli {
+    /// Flags shared by all cpm binaries.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Runs the command line; returns the exit code.
+pub async fn run(cli: Cli) -> Code {
+    let mut agent = EtcdAgent::new(cli.common.clone());
+    if let Err(e) = agent.load_inputs() {
+        report_fatal(&e, Path::new(TERMINATION_LOG));
+        return Code::Usage;
+    }
+    let opts = RunnerOptions {
+        default_admin: ADMIN_ADDR,
+        watch: agent.inputs(),
+        watchers: Vec::new(),
+    };
+    run_agent(&mut agent, &cli.common, Registry::default(), opts).await
+}
