@@ -20,6 +20,7 @@
 //! | [`exit`] | the exit-code table |
 //! | [`versions`] | the built-in version map (supported minors, image tags) |
 //! | [`kubeconfig`] | reading and rendering kubeconfig files |
+//! | `etcd` | the etcd client over mTLS from PEM files (feature `etcd`) |
 //! | `http` | a small HTTP(S) GET client for health gates (feature `http-client`) |
 //! | `staticpod` | static pods as k8s-openapi objects, and their checksum annotation (feature `kube`) |
 //! | `pki` | key generation, certificate issuance and inspection (feature `pki`) |
@@ -43,6 +44,8 @@ pub mod watch;
 
 #[cfg(feature = "admin-http")]
 pub mod admin;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "http-client")]
 pub mod http;
 #[cfg(feature = "kube")]

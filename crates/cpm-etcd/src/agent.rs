@@ -17,6 +17,7 @@ use cpm_core::reconcile::{Agent, Mode, PassError, PassOutcome, converge};
 use crate::manifest::{
     ClusterState, DATA_DIR, Inputs, MANIFEST, Peer, quota_bytes, referenced_files, render,
 };
+use crate::membership::{MembershipError, add_learner, cluster, masters, promote};
 
 /// The agent's name in logs and metrics.
 pub const AGENT: &str = "cpm-etcd";
@@ -107,12 +108,20 @@ impl Current {
 /// The cpm-etcd agent.
 pub struct EtcdAgent {
     args: CommonArgs,
+    kube: Option<kube::Client>,
+    /// How long a new learner may take to catch up within one pass before promotion is retried
+    /// on the next pass.
+    pub promote_patience: std::time::Duration,
 }
 
 impl EtcdAgent {
     /// An agent for `args`.
-    pub fn new(args: CommonArgs) -> Self {
-        Self { args }
+    pub fn new(args: CommonArgs, kube: Option<kube::Client>) -> Self {
+        Self {
+            args,
+            kube,
+            promote_patience: std::time::Duration::from_secs(30),
+        }
     }
 
     /// Init: loads and validates the inputs (exit 2 on failure).
@@ -139,7 +148,11 @@ impl EtcdAgent {
 }
 
 /// Refuses a manifest that would silently change an existing member.
-pub fn check_identity(current: &Current, this: &Peer, manifest: &std::path::Path) -> Result<(), InputError> {
+pub fn check_identity(
+    current: &Current,
+    this: &Peer,
+    manifest: &std::path::Path,
+) -> Result<(), InputError> {
     let wrong = |what, from: &str, to: String| InputError::IdentityChange {
         manifest: manifest.to_path_buf(),
         what,
@@ -166,6 +179,68 @@ pub fn check_identity(current: &Current, this: &Peer, manifest: &std::path::Path
     Ok(())
 }
 
+/// The etcd CA and a client certificate for membership requests: the apiserver's etcd client
+/// certificate when present, else the healthcheck client's. `None` before cpm-certs ran.
+fn etcd_credentials(
+    root: &cpm_core::node::NodeRoot,
+) -> Result<Option<cpm_core::etcd::EtcdOptions>, ReadError> {
+    let read = |rel: &str| -> Result<Option<Vec<u8>>, ReadError> {
+        let path = root.join(rel).map_err(|e| ReadError {
+            path: rel.into(),
+            source: io::Error::other(e),
+        })?;
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ReadError { path, source }),
+        }
+    };
+    let Some(ca) = read("etc/kubernetes/pki/etcd/ca.crt")? else {
+        return Ok(None);
+    };
+    let pair = match (
+        read("etc/kubernetes/pki/apiserver-etcd-client.crt")?,
+        read("etc/kubernetes/pki/apiserver-etcd-client.key")?,
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => match (
+            read("etc/kubernetes/pki/etcd/healthcheck-client.crt")?,
+            read("etc/kubernetes/pki/etcd/healthcheck-client.key")?,
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        },
+    };
+    Ok(pair.map(|(cert, key)| cpm_core::etcd::EtcdOptions {
+        endpoints: Vec::new(),
+        ca,
+        cert,
+        key,
+        connect_timeout: std::time::Duration::from_secs(3),
+        request_timeout: std::time::Duration::from_secs(10),
+    }))
+}
+
+/// A data directory left by an earlier (removed) member is moved aside, never deleted, so the
+/// node joins fresh: `var/lib/etcd` → `var/lib/etcd.removed-<unix time>`.
+fn move_stale_data_dir(root: &cpm_core::node::NodeRoot) -> Result<(), ReadError> {
+    let data = root.join("var/lib/etcd").map_err(|e| ReadError {
+        path: "var/lib/etcd".into(),
+        source: io::Error::other(e),
+    })?;
+    if !data.join("member").exists() {
+        return Ok(());
+    }
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let aside = data.with_file_name(format!("etcd.removed-{stamp}"));
+    std::fs::rename(&data, &aside).map_err(|source| ReadError {
+        path: data.clone(),
+        source,
+    })?;
+    tracing::warn!(from = %data.display(), to = %aside.display(), reason = "joining fresh", "moved an old etcd data dir aside");
+    Ok(())
+}
+
 impl Agent for EtcdAgent {
     fn name(&self) -> &'static str {
         AGENT
@@ -184,6 +259,7 @@ impl Agent for EtcdAgent {
         };
         let current = read(MANIFEST)?.map(|b| Current::parse(&String::from_utf8_lossy(&b)));
         let manifest_path = root.host(MANIFEST).map_err(PassError::input)?;
+        let creds = etcd_credentials(&root).map_err(PassError::runtime)?;
         let (members, state) = match &current {
             Some(c) => {
                 check_identity(c, &this, &manifest_path).map_err(PassError::input)?;
@@ -196,7 +272,39 @@ impl Agent for EtcdAgent {
                 };
                 (c.members(), state)
             }
-            None => (vec![this.clone()], ClusterState::New),
+            None => {
+                let known = match &self.kube {
+                    Some(k) => masters(k).await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let others: Vec<IpAddr> = known
+                    .iter()
+                    .filter(|m| m.name != this.name)
+                    .map(|m| m.ip)
+                    .collect();
+                if others.is_empty() {
+                    (vec![this.clone()], ClusterState::New)
+                } else {
+                    let names: Vec<&str> = known
+                        .iter()
+                        .filter(|m| m.name != this.name)
+                        .map(|m| m.name.as_str())
+                        .collect();
+                    let creds = creds.as_ref().ok_or_else(|| {
+                        PassError::runtime(MembershipError::Unreachable(names.join(",")))
+                    })?;
+                    let mut client = cluster(&others, creds).await.map_err(|_| {
+                        PassError::runtime(MembershipError::Unreachable(names.join(",")))
+                    })?;
+                    if mode == Mode::Apply {
+                        move_stale_data_dir(&root).map_err(PassError::runtime)?;
+                    }
+                    let peers = add_learner(&mut client, &this, mode != Mode::Apply)
+                        .await
+                        .map_err(PassError::runtime)?;
+                    (peers, ClusterState::Existing)
+                }
+            }
         };
         let current_quota = current
             .as_ref()
@@ -208,7 +316,7 @@ impl Agent for EtcdAgent {
         }
         let inputs = Inputs {
             config: &config,
-            this,
+            this: this.clone(),
             members: &members,
             state,
             quota_bytes: quota_bytes(&config, None, current_quota),
@@ -227,6 +335,17 @@ impl Agent for EtcdAgent {
                 .note(format!("etcd: checksum {}", &rendered.checksum[..12])),
         )
         .map_err(PassError::runtime)?;
-        converge(&root, &set, mode, &ApplyOptions::default())
+        let outcome = converge(&root, &set, mode, &ApplyOptions::default())?;
+        if mode == Mode::Apply && state == ClusterState::Existing {
+            // A learner is promoted once it has started and caught up (retried next pass).
+            if let Some(creds) = &creds {
+                let ips: Vec<IpAddr> = members.iter().map(|m| m.ip).collect();
+                let mut client = cluster(&ips, creds).await.map_err(PassError::runtime)?;
+                promote(&mut client, &this, self.promote_patience)
+                    .await
+                    .map_err(PassError::runtime)?;
+            }
+        }
+        Ok(outcome)
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod manifest;
+pub mod membership;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,7 +35,25 @@ pub struct Cli {
 
 /// Runs the command line; returns the exit code.
 pub async fn run(cli: Cli) -> Code {
-    let mut agent = EtcdAgent::new(cli.common.clone());
+    let kube = match &cli.common.kubeconfig {
+        Some(path) => {
+            let opts = cpm_core::kube::ClientOptions {
+                kubeconfig: Some(path.clone()),
+                context: None,
+                connect_timeout: std::time::Duration::from_secs(5),
+                read_timeout: std::time::Duration::from_secs(30),
+            };
+            match cpm_core::kube::client(&opts).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    report_fatal(&e, Path::new(TERMINATION_LOG));
+                    return Code::Usage;
+                }
+            }
+        }
+        None => None,
+    };
+    let mut agent = EtcdAgent::new(cli.common.clone(), kube);
     if let Err(e) = agent.load_inputs() {
         report_fatal(&e, Path::new(TERMINATION_LOG));
         return Code::Usage;

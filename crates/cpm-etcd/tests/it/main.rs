@@ -2,6 +2,8 @@
 //! (Debian's etcd 3.4, paths mapped under the node's root), a second pass changes nothing, a
 //! renewed certificate changes the checksum, and a silent rename is refused.
 
+mod scale;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -25,7 +27,7 @@ fn node() -> Node {
     let config = inputs.path().join("config.yaml");
     write_config(&config, "");
     let root = FakeRoot::new();
-    etcd_pki(root.path(), &bundle, "master-1", "127.0.0.1");
+    etcd_pki(root.path(), &bundle, "master-1", "127.0.1.1");
     Node {
         root,
         _inputs: inputs,
@@ -80,11 +82,11 @@ fn etcd_runs_from_the_rendered_manifest_and_a_second_pass_changes_nothing() {
         return;
     };
     let n = node();
-    let out = run(&n, "master-1", "127.0.0.1", &["--once"]);
+    let out = run(&n, "master-1", "127.0.1.1", &["--once"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let tree = n.root.entries();
     assert_eq!(tree["etc/kubernetes/manifests/etcd.yaml"].mode, 0o600);
-    let out = run(&n, "master-1", "127.0.0.1", &["--check"]);
+    let out = run(&n, "master-1", "127.0.1.1", &["--check"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     let mut member = EtcdProcess::spawn_from_manifest(&etcd, n.root.path()).unwrap();
@@ -94,7 +96,7 @@ fn etcd_runs_from_the_rendered_manifest_and_a_second_pass_changes_nothing() {
     assert!(ok, "{text}\n{}", member.log_tail());
     let (ok, text) = etcdctl(&ctl, &member, &pki, &["member", "list"]);
     assert!(
-        ok && text.contains("master-1, https://127.0.0.1:2380, https://127.0.0.1:2379"),
+        ok && text.contains("master-1, https://127.0.1.1:2380, https://127.0.1.1:2379"),
         "{text}"
     );
     drop(member);
@@ -108,11 +110,11 @@ fn etcd_runs_from_the_rendered_manifest_and_a_second_pass_changes_nothing() {
 #[test]
 fn a_renewed_certificate_changes_the_checksum_only() {
     let n = node();
-    assert_eq!(code(&run(&n, "master-1", "127.0.0.1", &["--once"])), 0);
+    assert_eq!(code(&run(&n, "master-1", "127.0.1.1", &["--once"])), 0);
     let before = String::from_utf8(n.root.read("etc/kubernetes/manifests/etcd.yaml")).unwrap();
-    etcd_pki(n.root.path(), &n.bundle, "master-1", "127.0.0.1");
-    assert_eq!(code(&run(&n, "master-1", "127.0.0.1", &["--check"])), 3);
-    assert_eq!(code(&run(&n, "master-1", "127.0.0.1", &["--once"])), 0);
+    etcd_pki(n.root.path(), &n.bundle, "master-1", "127.0.1.1");
+    assert_eq!(code(&run(&n, "master-1", "127.0.1.1", &["--check"])), 3);
+    assert_eq!(code(&run(&n, "master-1", "127.0.1.1", &["--once"])), 0);
     let after = String::from_utf8(n.root.read("etc/kubernetes/manifests/etcd.yaml")).unwrap();
     let diff: Vec<_> = before
         .lines()
@@ -126,18 +128,18 @@ fn a_renewed_certificate_changes_the_checksum_only() {
 #[test]
 fn renaming_or_moving_a_member_is_refused_and_nothing_changes() {
     let n = node();
-    assert_eq!(code(&run(&n, "master-1", "127.0.0.1", &["--once"])), 0);
+    assert_eq!(code(&run(&n, "master-1", "127.0.1.1", &["--once"])), 0);
     let before = n.root.entries();
     for (name, ip, want) in [
         (
             "master-x",
-            "127.0.0.1",
+            "127.0.1.1",
             "refusing to change the name of the existing etcd member from \"master-1\" to \"master-x\"",
         ),
         (
             "master-1",
-            "127.0.0.9",
-            "refusing to change the advertise IP of the existing etcd member from \"127.0.0.1\" to \"127.0.0.9\"",
+            "127.0.1.9",
+            "refusing to change the advertise IP of the existing etcd member from \"127.0.1.1\" to \"127.0.1.9\"",
         ),
     ] {
         for mode in ["--once", "--check"] {
