@@ -112,6 +112,10 @@ pub struct EtcdAgent {
     /// How long a new learner may take to catch up within one pass before promotion is retried
     /// on the next pass.
     pub promote_patience: std::time::Duration,
+    /// How long a master must be gone before its member is removed.
+    pub departed_grace: std::time::Duration,
+    departures: crate::departures::Departures,
+    lease: Option<cpm_core::lease::LeaseLock>,
 }
 
 impl EtcdAgent {
@@ -121,6 +125,9 @@ impl EtcdAgent {
             args,
             kube,
             promote_patience: std::time::Duration::from_secs(30),
+            departed_grace: std::time::Duration::from_secs(300),
+            departures: crate::departures::Departures::default(),
+            lease: None,
         }
     }
 
@@ -346,6 +353,77 @@ impl Agent for EtcdAgent {
                     .map_err(PassError::runtime)?;
             }
         }
+        if mode == Mode::Apply && current.is_some() {
+            self.remove_departed(&this, creds.as_ref())
+                .await
+                .map_err(PassError::runtime)?;
+        }
         Ok(outcome)
+    }
+}
+
+/// The Lease that lets one master at a time change etcd membership.
+pub const MEMBERSHIP_LEASE: &str = "cpm-etcd-membership";
+
+impl EtcdAgent {
+    /// Removes (at most) one departed member, when this agent holds the membership Lease.
+    async fn remove_departed(
+        &mut self,
+        this: &Peer,
+        creds: Option<&cpm_core::etcd::EtcdOptions>,
+    ) -> Result<(), MembershipError> {
+        let (Some(kube), Some(creds)) = (self.kube.clone(), creds) else {
+            return Ok(());
+        };
+        let Ok(known) = masters(&kube).await else {
+            return Ok(());
+        };
+        let mut ips = vec![this.ip];
+        ips.extend(known.iter().filter(|m| m.ip != this.ip).map(|m| m.ip));
+        let Ok(current) = crate::departures::current(&ips, creds).await else {
+            return Ok(());
+        };
+        let eligible: Vec<_> = self
+            .departures
+            .eligible(
+                &current,
+                &known,
+                self.departed_grace,
+                std::time::Instant::now(),
+            )
+            .into_iter()
+            .filter(|m| m.name != this.name)
+            .collect();
+        let Some(departed) = eligible.first() else {
+            return Ok(());
+        };
+        if self.lease.is_none() {
+            let cfg = cpm_core::lease::LeaseConfig {
+                namespace: "kube-system".into(),
+                name: MEMBERSHIP_LEASE.into(),
+                identity: this.name.clone(),
+                lease_duration: std::time::Duration::from_secs(15),
+                renew_deadline: std::time::Duration::from_secs(10),
+                retry_period: std::time::Duration::from_secs(2),
+            };
+            self.lease = cpm_core::lease::LeaseLock::new(kube, cfg).ok();
+        }
+        let Some(lease) = self.lease.as_mut() else {
+            return Ok(());
+        };
+        match lease.try_acquire_or_renew().await {
+            Ok(cpm_core::lease::Step::Held { .. }) => {}
+            Ok(other) => {
+                tracing::debug!(?other, "another master holds the membership Lease");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot take the membership Lease");
+                return Ok(());
+            }
+        }
+        let result = crate::departures::remove(departed, &current, creds).await;
+        let _ = lease.release().await;
+        result.map(|_| ())
     }
 }

@@ -6,6 +6,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod agent;
+pub mod departures;
 pub mod manifest;
 pub mod membership;
 
@@ -31,6 +32,9 @@ pub struct Cli {
     /// Flags shared by all cpm binaries.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Seconds a master's Node must be gone before its etcd member is removed.
+    #[arg(long, env = "CPM_DEPARTED_GRACE_SECONDS", default_value_t = 300)]
+    pub departed_grace_seconds: u64,
 }
 
 /// Runs the command line; returns the exit code.
@@ -54,6 +58,7 @@ pub async fn run(cli: Cli) -> Code {
         None => None,
     };
     let mut agent = EtcdAgent::new(cli.common.clone(), kube);
+    agent.departed_grace = std::time::Duration::from_secs(cli.departed_grace_seconds);
     if let Err(e) = agent.load_inputs() {
         report_fatal(&e, Path::new(TERMINATION_LOG));
         return Code::Usage;

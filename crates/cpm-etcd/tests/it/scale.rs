@@ -1,7 +1,8 @@
-//! 1 → 3 masters with real etcd: each new master is added as a learner through the existing
+//! 1 → 3 → 1 masters with real etcd: each new master is added as a learner through the existing
 //! members, starts from its rendered manifest with `initial-cluster-state=existing`, and is
-//! promoted once caught up, while a writer puts keys without interruption. Control-plane Nodes
-//! come from the test API server.
+//! promoted once caught up; departed masters' members are removed by the Lease holder only with
+//! a healthy quorum left, never the last one — while a writer puts keys. Control-plane Nodes come
+//! from the test API server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,8 +65,24 @@ fn creds(m: &Master, endpoints: Vec<String>) -> EtcdOptions {
     }
 }
 
+/// Runs passes until one succeeds, as the daemon's backoff would, while etcd answers "unhealthy
+/// cluster" (its strict reconfiguration check right after a member (re)started).
+async fn pass_until_ok(a: &mut EtcdAgent) {
+    for _ in 0..100 {
+        match a.pass(Mode::Apply).await {
+            Ok(_) => return,
+            Err(e) => {
+                let text = cpm_core::exit::chain(&e);
+                assert!(text.contains("unhealthy cluster"), "{text}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    panic!("no pass succeeded");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_to_three_masters_join_as_learners_while_writes_continue() {
+async fn one_to_three_to_one_masters_while_writes_continue() {
     let Some(etcd) = etcd_binary() else { return };
     let inputs = tempfile::tempdir().unwrap();
     let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
@@ -105,9 +122,20 @@ async fn one_to_three_masters_join_as_learners_while_writes_continue() {
             let (mut acked, mut failed) = (Vec::new(), 0u32);
             let mut i = 0u32;
             while !stop.load(Ordering::SeqCst) && i < 100_000 {
-                match client.put(format!("w/{i:06}"), "v", None).await {
-                    Ok(_) => acked.push(i),
-                    Err(_) => failed += 1,
+                // A put may be retried across a leader move; one that fails three times means
+                // the cluster had no quorum.
+                let mut ok = false;
+                for _ in 0..3 {
+                    if client.put(format!("w/{i:06}"), "v", None).await.is_ok() {
+                        ok = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if ok {
+                    acked.push(i);
+                } else {
+                    failed += 1;
                 }
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -163,6 +191,94 @@ async fn one_to_three_masters_join_as_learners_while_writes_continue() {
         );
     }
 
+    // All three are voting members.
+    let mut all = connect(&creds(&masters[0], vec!["https://127.0.2.1:2379".into()]))
+        .await
+        .unwrap();
+    let mut names: Vec<(String, bool)> = all
+        .member_list()
+        .await
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| (m.name().to_string(), m.is_learner()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("master-1".into(), false),
+            ("master-2".into(), false),
+            ("master-3".into(), false)
+        ]
+    );
+    for m in &masters {
+        let out = agent(m, &config, kube.clone())
+            .pass(Mode::Check)
+            .await
+            .unwrap();
+        assert_eq!(
+            out.changes(),
+            0,
+            "second pass of {}: {}",
+            m.name,
+            out.rendered
+        );
+    }
+
+    // 3 → 1. First the quorum guard: with master-2's etcd down, master-3's departure must wait,
+    // because master-1 alone is not a quorum of the two members that would remain.
+    let mut first = agent(&masters[0], &config, kube.clone());
+    first.departed_grace = Duration::ZERO;
+    procs[1].kill();
+    nodes
+        .delete(&masters[2].name, &Default::default())
+        .await
+        .unwrap();
+    first.pass(Mode::Apply).await.unwrap();
+    let member_names = |client: &mut etcd_client::Client| {
+        let mut c = client.clone();
+        async move {
+            let mut n: Vec<String> = c
+                .member_list()
+                .await
+                .unwrap()
+                .members()
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect();
+            n.sort();
+            n
+        }
+    };
+    let mut watcher = connect(&creds(&masters[0], vec!["https://127.0.2.1:2379".into()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        member_names(&mut watcher).await,
+        ["master-1", "master-2", "master-3"],
+        "nothing removed without a healthy quorum"
+    );
+    // master-2 comes back: master-3 is removed (its etcd then stops by itself).
+    procs[1] = EtcdProcess::spawn_from_manifest(&etcd, masters[1].root.path()).unwrap();
+    procs[1].wait_healthy(Duration::from_secs(30)).unwrap();
+    pass_until_ok(&mut first).await;
+    assert_eq!(member_names(&mut watcher).await, ["master-1", "master-2"]);
+    // Then master-2 leaves too; leadership is moved off it first if it leads.
+    nodes
+        .delete(&masters[1].name, &Default::default())
+        .await
+        .unwrap();
+    pass_until_ok(&mut first).await;
+    assert_eq!(member_names(&mut watcher).await, ["master-1"]);
+    // The last member is never removed, whatever the API says.
+    nodes
+        .delete(&masters[0].name, &Default::default())
+        .await
+        .unwrap();
+    pass_until_ok(&mut first).await;
+    assert_eq!(member_names(&mut watcher).await, ["master-1"]);
+
     stop.store(true, Ordering::SeqCst);
     let (acked, failed) = writer.await.unwrap();
     assert!(
@@ -175,8 +291,8 @@ async fn one_to_three_masters_join_as_learners_while_writes_continue() {
         "no write failed while members joined: quorum held throughout"
     );
 
-    // Every acknowledged key is there, read through the newest member.
-    let mut client = connect(&creds(&masters[0], vec!["https://127.0.2.3:2379".into()]))
+    // Every acknowledged key is there, and master-1 is the one member left.
+    let mut client = connect(&creds(&masters[0], vec!["https://127.0.2.1:2379".into()]))
         .await
         .unwrap();
     let resp = client
@@ -191,28 +307,14 @@ async fn one_to_three_masters_join_as_learners_while_writes_continue() {
         .await
         .unwrap();
     assert_eq!(resp.kvs().len(), acked.len());
-    let members = client.member_list().await.unwrap();
-    let mut names: Vec<(String, bool)> = members
+    let left: Vec<String> = client
+        .member_list()
+        .await
+        .unwrap()
         .members()
         .iter()
-        .map(|m| (m.name().to_string(), m.is_learner()))
+        .map(|m| m.name().to_string())
         .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        vec![
-            ("master-1".into(), false),
-            ("master-2".into(), false),
-            ("master-3".into(), false)
-        ]
-    );
-    // Second passes change nothing.
-    for m in &masters {
-        let out = agent(m, &config, kube.clone())
-            .pass(Mode::Check)
-            .await
-            .unwrap();
-        assert_eq!(out.changes(), 0, "{}: {}", m.name, out.rendered);
-    }
+    assert_eq!(left, ["master-1"]);
     drop(procs);
 }

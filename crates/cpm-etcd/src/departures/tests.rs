@@ -1,0 +1,82 @@
+//! Tests of departure bookkeeping: grace periods and what counts as departed.
+
+use super::*;
+
+fn member(id: u64, name: &str, ip: &str) -> Member {
+    Member {
+        id,
+        name: name.into(),
+        peer_urls: vec![format!("https://{ip}:2380")],
+        learner: false,
+    }
+}
+
+fn peer(name: &str, ip: &str) -> Peer {
+    Peer {
+        name: name.into(),
+        ip: ip.parse().unwrap(),
+    }
+}
+
+#[test]
+fn members_depart_only_after_the_grace_period_and_come_back_cleanly() {
+    let mut d = Departures::default();
+    let members = [
+        member(1, "m1", "10.0.0.1"),
+        member(2, "m2", "10.0.0.2"),
+        Member {
+            id: 3,
+            name: String::new(),
+            peer_urls: vec!["https://10.0.0.3:2380".into()],
+            learner: true,
+        },
+    ];
+    let t0 = Instant::now();
+    let grace = Duration::from_secs(60);
+    let all = [
+        peer("m1", "10.0.0.1"),
+        peer("m2", "10.0.0.2"),
+        peer("m3", "10.0.0.3"),
+    ];
+    assert!(
+        d.eligible(&members, &all, grace, t0).is_empty(),
+        "an unstarted learner whose master exists is not departed"
+    );
+    let without_m2 = [peer("m1", "10.0.0.1"), peer("m3", "10.0.0.3")];
+    assert!(
+        d.eligible(&members, &without_m2, grace, t0).is_empty(),
+        "not before the grace period"
+    );
+    assert!(
+        d.eligible(&members, &without_m2, grace, t0 + Duration::from_secs(59))
+            .is_empty()
+    );
+    let ids: Vec<u64> = d
+        .eligible(&members, &without_m2, grace, t0 + Duration::from_secs(60))
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec![2]);
+    // The master returns: the clock resets.
+    assert!(
+        d.eligible(&members, &all, grace, t0 + Duration::from_secs(61))
+            .is_empty()
+    );
+    assert!(
+        d.eligible(&members, &without_m2, grace, t0 + Duration::from_secs(62))
+            .is_empty(),
+        "a flapping Node starts a new grace period"
+    );
+    // A learner whose master is gone departs too.
+    let ids: Vec<u64> = d
+        .eligible(
+            &members,
+            &[peer("m1", "10.0.0.1"), peer("m2", "10.0.0.2")],
+            Duration::ZERO,
+            t0,
+        )
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec![3]);
+}
