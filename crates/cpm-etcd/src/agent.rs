@@ -277,7 +277,14 @@ impl Agent for EtcdAgent {
                 } else {
                     ClusterState::New
                 };
-                (c.members(), state)
+                match self
+                    .removed_member_rejoins(&this, creds.as_ref(), mode)
+                    .await
+                    .map_err(PassError::runtime)?
+                {
+                    Some(peers) => (peers, ClusterState::Existing),
+                    None => (c.members(), state),
+                }
             }
             None => {
                 let known = match &self.kube {
@@ -359,6 +366,49 @@ impl Agent for EtcdAgent {
                 .map_err(PassError::runtime)?;
         }
         Ok(outcome)
+    }
+}
+
+impl EtcdAgent {
+    /// A node whose member was removed (its manifest and data dir are stale) joins again as a new
+    /// learner, with the old data dir moved aside. `None` when this node is still a member, or
+    /// when the cluster cannot tell (unreachable: nothing is changed then).
+    async fn removed_member_rejoins(
+        &self,
+        this: &Peer,
+        creds: Option<&cpm_core::etcd::EtcdOptions>,
+        mode: Mode,
+    ) -> Result<Option<Vec<Peer>>, MembershipError> {
+        let (Some(kube), Some(creds)) = (&self.kube, creds) else {
+            return Ok(None);
+        };
+        let Ok(known) = masters(kube).await else {
+            return Ok(None);
+        };
+        let others: Vec<IpAddr> = known
+            .iter()
+            .filter(|m| m.name != this.name)
+            .map(|m| m.ip)
+            .collect();
+        if others.is_empty() {
+            return Ok(None);
+        }
+        let Ok(mut client) = cluster(&others, creds).await else {
+            return Ok(None);
+        };
+        let url = crate::membership::peer_url(this.ip);
+        let current = crate::membership::members(&mut client).await?;
+        if current.iter().any(|m| m.peer_urls.contains(&url)) {
+            return Ok(None);
+        }
+        tracing::warn!(member = %this.name, reason = "removed from the cluster", "rejoining etcd as a new member");
+        if mode == Mode::Apply {
+            move_stale_data_dir(&self.args.node_root())
+                .map_err(|e| MembershipError::Unreachable(e.to_string()))?;
+        }
+        add_learner(&mut client, this, mode != Mode::Apply)
+            .await
+            .map(Some)
     }
 }
 

@@ -279,6 +279,39 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     pass_until_ok(&mut first).await;
     assert_eq!(member_names(&mut watcher).await, ["master-1"]);
 
+    // master-3 comes back with its stale manifest and data dir: the data dir is moved aside and
+    // it joins again as a new learner.
+    drop(procs.remove(2));
+    register(&nodes, &masters[0]).await;
+    register(&nodes, &masters[2]).await;
+    let mut third = agent(&masters[2], &config, kube.clone());
+    let mut added = false;
+    for _ in 0..100 {
+        let text = cpm_core::exit::chain(&third.pass(Mode::Apply).await.unwrap_err());
+        if text.contains("learner master-3 not promoted yet") {
+            added = true;
+            break;
+        }
+        assert!(text.contains("unhealthy cluster"), "{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(added);
+    let entries = masters[2].root.entries();
+    assert!(
+        entries
+            .keys()
+            .any(|p| p.starts_with("var/lib/etcd.removed-") && p.ends_with("/member")),
+        "old data kept aside: {:?}",
+        entries
+            .keys()
+            .filter(|p| p.starts_with("var/"))
+            .collect::<Vec<_>>()
+    );
+    assert!(!masters[2].root.join("var/lib/etcd/member").exists());
+    procs.push(EtcdProcess::spawn_from_manifest(&etcd, masters[2].root.path()).unwrap());
+    pass_until_ok(&mut third).await;
+    assert_eq!(member_names(&mut watcher).await, ["master-1", "master-3"]);
+
     stop.store(true, Ordering::SeqCst);
     let (acked, failed) = writer.await.unwrap();
     assert!(
@@ -315,6 +348,80 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
         .iter()
         .map(|m| m.name().to_string())
         .collect();
-    assert_eq!(left, ["master-1"]);
+    let mut left = left;
+    left.sort();
+    assert_eq!(
+        left,
+        ["master-1", "master-3"],
+        "master-1 stayed; master-3 rejoined"
+    );
     drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_members_or_a_wrong_ca_never_start_a_second_cluster() {
+    let Some(etcd) = etcd_binary() else { return };
+    let inputs = tempfile::tempdir().unwrap();
+    let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
+    let other = ca_bundle(&inputs.path().join("other"), KeyAlgorithm::EcdsaP256);
+    let config = inputs.path().join("config.yaml");
+    write_config(&config, "");
+    let m1 = Master {
+        name: "master-1".into(),
+        ip: "127.0.3.1".into(),
+        root: FakeRoot::new(),
+    };
+    let m2 = Master {
+        name: "master-2".into(),
+        ip: "127.0.3.2".into(),
+        root: FakeRoot::new(),
+    };
+    etcd_pki(m1.root.path(), &bundle, &m1.name, &m1.ip);
+    let server = ApiServer::start().await.unwrap();
+    let kube = server.admin_client().await.unwrap();
+    let nodes: Api<Node> = Api::all(kube.clone());
+    register(&nodes, &m1).await;
+    register(&nodes, &m2).await;
+
+    // master-1's etcd is not running: master-2 refuses to start a cluster of its own.
+    etcd_pki(m2.root.path(), &bundle, &m2.name, &m2.ip);
+    let err = agent(&m2, &config, kube.clone())
+        .pass(Mode::Apply)
+        .await
+        .unwrap_err();
+    let text = cpm_core::exit::chain(&err);
+    assert!(text.contains("other masters (master-1) are known but their etcd is unreachable; not starting a new cluster"), "{text}");
+    assert!(
+        m2.root
+            .entries()
+            .keys()
+            .all(|p| !p.starts_with("etc/kubernetes/manifests") && !p.starts_with("var/")),
+        "nothing written"
+    );
+
+    // master-1 runs; master-2's certificates come from another CA: still refused, no member added.
+    let mut first = agent(&m1, &config, kube.clone());
+    nodes.delete(&m2.name, &Default::default()).await.unwrap();
+    first.pass(Mode::Apply).await.unwrap();
+    let member = EtcdProcess::spawn_from_manifest(&etcd, m1.root.path()).unwrap();
+    register(&nodes, &m2).await;
+    etcd_pki(m2.root.path(), &other, &m2.name, &m2.ip);
+    let err = agent(&m2, &config, kube.clone())
+        .pass(Mode::Apply)
+        .await
+        .unwrap_err();
+    assert!(
+        cpm_core::exit::chain(&err).contains("their etcd is unreachable"),
+        "{}",
+        cpm_core::exit::chain(&err)
+    );
+    assert!(!m2.root.join("etc/kubernetes/manifests/etcd.yaml").exists());
+    let mut c = connect(&creds(&m1, vec![member.client_url.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.member_list().await.unwrap().members().len(),
+        1,
+        "no membership change"
+    );
 }
