@@ -116,6 +116,8 @@ pub struct EtcdAgent {
     pub departed_grace: std::time::Duration,
     departures: crate::departures::Departures,
     lease: Option<cpm_core::lease::LeaseLock>,
+    /// Where the membership metrics go.
+    pub metrics: Option<crate::metrics::EtcdMetrics>,
 }
 
 impl EtcdAgent {
@@ -128,6 +130,7 @@ impl EtcdAgent {
             departed_grace: std::time::Duration::from_secs(300),
             departures: crate::departures::Departures::default(),
             lease: None,
+            metrics: None,
         }
     }
 
@@ -313,9 +316,12 @@ impl Agent for EtcdAgent {
                     if mode == Mode::Apply {
                         move_stale_data_dir(&root).map_err(PassError::runtime)?;
                     }
-                    let peers = add_learner(&mut client, &this, mode != Mode::Apply)
+                    let (peers, added) = add_learner(&mut client, &this, mode != Mode::Apply)
                         .await
                         .map_err(PassError::runtime)?;
+                    if added {
+                        self.changed("add_learner");
+                    }
                     (peers, ClusterState::Existing)
                 }
             }
@@ -328,12 +334,13 @@ impl Agent for EtcdAgent {
             let content = read(&f)?;
             pki_files.insert(f, content);
         }
+        let rendered_quota = quota_bytes(&config, None, current_quota);
         let inputs = Inputs {
             config: &config,
             this: this.clone(),
             members: &members,
             state,
-            quota_bytes: quota_bytes(&config, None, current_quota),
+            quota_bytes: rendered_quota,
             pki_files: &pki_files,
         };
         let rendered = render(&inputs).ok_or_else(|| {
@@ -355,9 +362,12 @@ impl Agent for EtcdAgent {
             if let Some(creds) = &creds {
                 let ips: Vec<IpAddr> = members.iter().map(|m| m.ip).collect();
                 let mut client = cluster(&ips, creds).await.map_err(PassError::runtime)?;
-                promote(&mut client, &this, self.promote_patience)
+                if promote(&mut client, &this, self.promote_patience)
                     .await
-                    .map_err(PassError::runtime)?;
+                    .map_err(PassError::runtime)?
+                {
+                    self.changed("promote");
+                }
             }
         }
         if mode == Mode::Apply && current.is_some() {
@@ -365,11 +375,39 @@ impl Agent for EtcdAgent {
                 .await
                 .map_err(PassError::runtime)?;
         }
+        if mode == Mode::Apply {
+            self.observe(&this, creds.as_ref(), &rendered_quota).await;
+        }
         Ok(outcome)
     }
 }
 
 impl EtcdAgent {
+    fn changed(&self, op: &str) {
+        if let Some(m) = &self.metrics {
+            m.changed(op);
+        }
+    }
+
+    /// Exports the cluster as this node's member sees it (best effort: metrics only).
+    async fn observe(&self, this: &Peer, creds: Option<&cpm_core::etcd::EtcdOptions>, quota: &u64) {
+        let (Some(metrics), Some(creds)) = (&self.metrics, creds) else {
+            return;
+        };
+        let Ok(mut c) = cluster(&[this.ip], creds).await else {
+            return;
+        };
+        let (Ok(status), Ok(list)) = (c.status().await, c.member_list().await) else {
+            return;
+        };
+        let learners = list.members().iter().filter(|m| m.is_learner()).count();
+        let voters = list.members().len() - learners;
+        let is_leader = status
+            .header()
+            .is_some_and(|h| h.member_id() == status.leader());
+        metrics.observe(voters, learners, is_leader, status.db_size(), *quota);
+    }
+
     /// A node whose member was removed (its manifest and data dir are stale) joins again as a new
     /// learner, with the old data dir moved aside. `None` when this node is still a member, or
     /// when the cluster cannot tell (unreachable: nothing is changed then).
@@ -406,9 +444,11 @@ impl EtcdAgent {
             move_stale_data_dir(&self.args.node_root())
                 .map_err(|e| MembershipError::Unreachable(e.to_string()))?;
         }
-        add_learner(&mut client, this, mode != Mode::Apply)
-            .await
-            .map(Some)
+        let (peers, added) = add_learner(&mut client, this, mode != Mode::Apply).await?;
+        if added {
+            self.changed("add_learner");
+        }
+        Ok(Some(peers))
     }
 }
 
@@ -474,6 +514,9 @@ impl EtcdAgent {
         }
         let result = crate::departures::remove(departed, &current, creds).await;
         let _ = lease.release().await;
+        if matches!(result, Ok(true)) {
+            self.changed("remove");
+        }
         result.map(|_| ())
     }
 }

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod departures;
 pub mod manifest;
 pub mod membership;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -59,6 +60,8 @@ pub async fn run(cli: Cli) -> Code {
     };
     let mut agent = EtcdAgent::new(cli.common.clone(), kube);
     agent.departed_grace = std::time::Duration::from_secs(cli.departed_grace_seconds);
+    let mut registry = Registry::default();
+    agent.metrics = Some(metrics::EtcdMetrics::register(&mut registry));
     if let Err(e) = agent.load_inputs() {
         report_fatal(&e, Path::new(TERMINATION_LOG));
         return Code::Usage;
@@ -68,5 +71,5 @@ pub async fn run(cli: Cli) -> Code {
         watch: agent.inputs(),
         watchers: Vec::new(),
     };
-    run_agent(&mut agent, &cli.common, Registry::default(), opts).await
+    run_agent(&mut agent, &cli.common, registry, opts).await
 }

@@ -143,10 +143,11 @@ pub async fn add_learner(
     client: &mut Client,
     this: &Peer,
     dry_run: bool,
-) -> Result<Vec<Peer>, MembershipError> {
+) -> Result<(Vec<Peer>, bool), MembershipError> {
     let url = peer_url(this.ip);
     let current = members(client).await?;
-    if !dry_run && !current.iter().any(|m| m.peer_urls.contains(&url)) {
+    let added = !dry_run && !current.iter().any(|m| m.peer_urls.contains(&url));
+    if added {
         let opts = etcd_client::MemberAddOptions::new().with_is_learner();
         client
             .member_add([url.as_str()], Some(opts))
@@ -178,7 +179,7 @@ pub async fn add_learner(
         .collect();
     peers.push(this.clone());
     peers.sort();
-    Ok(peers)
+    Ok((peers, added))
 }
 
 /// Promotes the learner with `this`'s peer URL, retrying for up to `patience` while it catches

@@ -230,6 +230,8 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     // because master-1 alone is not a quorum of the two members that would remain.
     let mut first = agent(&masters[0], &config, kube.clone());
     first.departed_grace = Duration::ZERO;
+    let mut registry = prometheus_client::registry::Registry::default();
+    first.metrics = Some(cpm_etcd::metrics::EtcdMetrics::register(&mut registry));
     procs[1].kill();
     nodes
         .delete(&masters[2].name, &Default::default())
@@ -264,6 +266,19 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     procs[1].wait_healthy(Duration::from_secs(30)).unwrap();
     pass_until_ok(&mut first).await;
     assert_eq!(member_names(&mut watcher).await, ["master-1", "master-2"]);
+    let text = cpm_core::metrics::encode(&registry);
+    for want in [
+        "cpm_etcd_membership_changes_total{op=\"remove\"} 1",
+        "cpm_etcd_members{role=\"voter\"} 2",
+        "cpm_etcd_quota_backend_bytes 2147483648",
+        "cpm_etcd_last_membership_change_timestamp_seconds",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(
+        text.contains("cpm_etcd_db_size_bytes ") && !text.contains("cpm_etcd_db_size_bytes 0\n"),
+        "{text}"
+    );
     // Then master-2 leaves too; leadership is moved off it first if it leads.
     nodes
         .delete(&masters[1].name, &Default::default())
