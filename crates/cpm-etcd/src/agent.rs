@@ -114,6 +114,8 @@ pub struct EtcdAgent {
     pub promote_patience: std::time::Duration,
     /// How long a master must be gone before its member is removed.
     pub departed_grace: std::time::Duration,
+    /// How long a learner may stay unstarted before it is removed.
+    pub learner_timeout: std::time::Duration,
     departures: crate::departures::Departures,
     lease: Option<cpm_core::lease::LeaseLock>,
     /// Where the membership metrics go.
@@ -128,6 +130,7 @@ impl EtcdAgent {
             kube,
             promote_patience: std::time::Duration::from_secs(30),
             departed_grace: std::time::Duration::from_secs(300),
+            learner_timeout: std::time::Duration::from_secs(600),
             departures: crate::departures::Departures::default(),
             lease: None,
             metrics: None,
@@ -334,7 +337,14 @@ impl Agent for EtcdAgent {
             let content = read(&f)?;
             pki_files.insert(f, content);
         }
-        let rendered_quota = quota_bytes(&config, None, current_quota);
+        let smallest_memory = match &self.kube {
+            Some(k) => crate::membership::masters_with_memory(k)
+                .await
+                .ok()
+                .and_then(|(_, m)| m),
+            None => None,
+        };
+        let rendered_quota = quota_bytes(&config, smallest_memory, current_quota);
         let inputs = Inputs {
             config: &config,
             this: this.clone(),
@@ -473,17 +483,17 @@ impl EtcdAgent {
         let Ok(current) = crate::departures::current(&ips, creds).await else {
             return Ok(());
         };
-        let eligible: Vec<_> = self
+        let now = std::time::Instant::now();
+        let mut eligible: Vec<_> = self
             .departures
-            .eligible(
-                &current,
-                &known,
-                self.departed_grace,
-                std::time::Instant::now(),
-            )
+            .eligible(&current, &known, self.departed_grace, now)
             .into_iter()
             .filter(|m| m.name != this.name)
             .collect();
+        eligible.extend(
+            self.departures
+                .unstarted_learners(&current, self.learner_timeout, now),
+        );
         let Some(departed) = eligible.first() else {
             return Ok(());
         };

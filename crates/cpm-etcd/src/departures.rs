@@ -13,10 +13,11 @@ use tracing::{info, warn};
 use crate::manifest::Peer;
 use crate::membership::{Member, MembershipError, cluster, members};
 
-/// When each departed member was first seen departed.
+/// When each departed member (or unstarted learner) was first seen.
 #[derive(Debug, Default)]
 pub struct Departures {
     first_seen: BTreeMap<u64, Instant>,
+    unstarted: BTreeMap<u64, Instant>,
 }
 
 /// The IP of a member's first peer URL.
@@ -53,6 +54,28 @@ impl Departures {
             .retain(|id, _| gone.iter().any(|m| m.id == *id));
         gone.into_iter()
             .filter(|m| now.duration_since(*self.first_seen.entry(m.id).or_insert(now)) >= grace)
+            .cloned()
+            .collect()
+    }
+
+    /// Learners that never started (no name yet) for at least `timeout`: their master added
+    /// them and then failed to run etcd. Removed so the next learner can be added (etcd allows
+    /// one learner at a time); the master adds itself again on its next pass.
+    pub fn unstarted_learners(
+        &mut self,
+        current: &[Member],
+        timeout: Duration,
+        now: Instant,
+    ) -> Vec<Member> {
+        let waiting: Vec<&Member> = current
+            .iter()
+            .filter(|m| m.learner && m.name.is_empty())
+            .collect();
+        self.unstarted
+            .retain(|id, _| waiting.iter().any(|m| m.id == *id));
+        waiting
+            .into_iter()
+            .filter(|m| now.duration_since(*self.unstarted.entry(m.id).or_insert(now)) >= timeout)
             .cloned()
             .collect()
     }

@@ -58,11 +58,36 @@ pub enum MembershipError {
 
 /// The control-plane Nodes (name and InternalIP), sorted by name.
 pub async fn masters(client: &kube::Client) -> Result<Vec<Peer>, kube::Error> {
+    Ok(masters_with_memory(client).await?.0)
+}
+
+/// The control-plane Nodes, and the smallest memory capacity among them (bytes) when every one
+/// reports it.
+pub async fn masters_with_memory(
+    client: &kube::Client,
+) -> Result<(Vec<Peer>, Option<u64>), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut out: Vec<Peer> = nodes
+    let items = nodes
         .list(&ListParams::default().labels(CONTROL_PLANE_LABEL))
         .await?
-        .items
+        .items;
+    let memories: Vec<Option<u64>> = items
+        .iter()
+        .map(|n| {
+            n.status
+                .as_ref()?
+                .capacity
+                .as_ref()?
+                .get("memory")
+                .and_then(|q| parse_quantity(&q.0))
+        })
+        .collect();
+    let smallest = if memories.is_empty() || memories.iter().any(Option::is_none) {
+        None
+    } else {
+        memories.into_iter().flatten().min()
+    };
+    let mut out: Vec<Peer> = items
         .into_iter()
         .filter_map(|n| {
             let name = n.metadata.name?;
@@ -78,7 +103,27 @@ pub async fn masters(client: &kube::Client) -> Result<Vec<Peer>, kube::Error> {
         })
         .collect();
     out.sort();
-    Ok(out)
+    Ok((out, smallest))
+}
+
+/// Bytes of a memory quantity (`16Gi`, `16384Mi`, `16000000Ki`, `17179869184`).
+pub fn parse_quantity(q: &str) -> Option<u64> {
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, mult) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().ok()?.checked_mul(mult);
+        }
+    }
+    q.parse().ok()
 }
 
 /// The client URL of a member on `ip`.

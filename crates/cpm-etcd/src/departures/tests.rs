@@ -80,3 +80,53 @@ fn members_depart_only_after_the_grace_period_and_come_back_cleanly() {
         .collect();
     assert_eq!(ids, vec![3]);
 }
+
+#[test]
+fn learners_that_never_start_time_out() {
+    let mut d = Departures::default();
+    let unstarted = Member {
+        id: 9,
+        name: String::new(),
+        peer_urls: vec!["https://10.0.0.9:2380".into()],
+        learner: true,
+    };
+    let started = Member {
+        id: 8,
+        name: "m8".into(),
+        peer_urls: vec!["https://10.0.0.8:2380".into()],
+        learner: true,
+    };
+    let members = [member(1, "m1", "10.0.0.1"), unstarted, started];
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(600);
+    assert!(d.unstarted_learners(&members, timeout, t0).is_empty());
+    assert!(
+        d.unstarted_learners(&members, timeout, t0 + Duration::from_secs(599))
+            .is_empty()
+    );
+    let ids: Vec<u64> = d
+        .unstarted_learners(&members, timeout, t0 + Duration::from_secs(600))
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![9],
+        "a started learner is caught up by promotion, not timed out"
+    );
+}
+
+#[test]
+fn memory_quantities() {
+    use crate::membership::parse_quantity;
+    for (q, want) in [
+        ("16Gi", Some(16u64 << 30)),
+        ("16384Mi", Some(16 << 30)),
+        ("1000Ki", Some(1_024_000)),
+        ("2G", Some(2_000_000_000)),
+        ("1234", Some(1234)),
+        ("lots", None),
+    ] {
+        assert_eq!(parse_quantity(q), want, "{q}");
+    }
+}
