@@ -116,6 +116,9 @@ pub struct EtcdAgent {
     pub departed_grace: std::time::Duration,
     /// How long a learner may stay unstarted before it is removed.
     pub learner_timeout: std::time::Duration,
+    /// When a member's database is defragmented.
+    pub defrag: crate::defrag::DefragPolicy,
+    defragged: std::collections::BTreeMap<u64, std::time::Instant>,
     departures: crate::departures::Departures,
     lease: Option<cpm_core::lease::LeaseLock>,
     /// Where the membership metrics go.
@@ -131,6 +134,8 @@ impl EtcdAgent {
             promote_patience: std::time::Duration::from_secs(30),
             departed_grace: std::time::Duration::from_secs(300),
             learner_timeout: std::time::Duration::from_secs(600),
+            defrag: crate::defrag::DefragPolicy::standard(),
+            defragged: std::collections::BTreeMap::new(),
             departures: crate::departures::Departures::default(),
             lease: None,
             metrics: None,
@@ -494,9 +499,15 @@ impl EtcdAgent {
             self.departures
                 .unstarted_learners(&current, self.learner_timeout, now),
         );
-        let Some(departed) = eligible.first() else {
-            return Ok(());
+        let departed = eligible.first().cloned();
+        let defrag = if departed.is_none() {
+            crate::defrag::due(&current, creds, &self.defrag, now, &self.defragged).await
+        } else {
+            None
         };
+        if departed.is_none() && defrag.is_none() {
+            return Ok(());
+        }
         if self.lease.is_none() {
             let cfg = cpm_core::lease::LeaseConfig {
                 namespace: "kube-system".into(),
@@ -522,11 +533,24 @@ impl EtcdAgent {
                 return Ok(());
             }
         }
-        let result = crate::departures::remove(departed, &current, creds).await;
+        let result = match (&departed, defrag) {
+            (Some(departed), _) => {
+                let r = crate::departures::remove(departed, &current, creds).await;
+                if let (Ok(true), Some(m)) = (&r, &self.metrics) {
+                    m.changed("remove");
+                }
+                r.map(|_| ())
+            }
+            (None, Some(member)) => {
+                let r = crate::defrag::run(&member, creds).await;
+                if r.is_ok() {
+                    self.defragged.insert(member.id, now);
+                }
+                r
+            }
+            (None, None) => Ok(()),
+        };
         let _ = lease.release().await;
-        if matches!(result, Ok(true)) {
-            self.changed("remove");
-        }
-        result.map(|_| ())
+        result
     }
 }

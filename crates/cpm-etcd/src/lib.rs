@@ -6,6 +6,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod agent;
+pub mod defrag;
 pub mod departures;
 pub mod manifest;
 pub mod membership;

@@ -440,3 +440,95 @@ async fn unreachable_members_or_a_wrong_ca_never_start_a_second_cluster() {
         "no membership change"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_database_is_defragmented_once_per_interval() {
+    let Some(etcd) = etcd_binary() else { return };
+    let inputs = tempfile::tempdir().unwrap();
+    let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
+    let config = inputs.path().join("config.yaml");
+    write_config(&config, "");
+    let m = Master {
+        name: "master-1".into(),
+        ip: "127.0.4.1".into(),
+        root: FakeRoot::new(),
+    };
+    etcd_pki(m.root.path(), &bundle, &m.name, &m.ip);
+    let server = ApiServer::start().await.unwrap();
+    let kube = server.admin_client().await.unwrap();
+    register(&Api::all(kube.clone()), &m).await;
+    let mut a = agent(&m, &config, kube.clone());
+    a.defrag = cpm_etcd::defrag::DefragPolicy {
+        min_free_bytes: 1 << 20,
+        min_free_percent: 20,
+        interval: Duration::from_secs(3600),
+    };
+    a.pass(Mode::Apply).await.unwrap();
+    let mut member = EtcdProcess::spawn_from_manifest(&etcd, m.root.path()).unwrap();
+    member.wait_healthy(Duration::from_secs(30)).unwrap();
+
+    // Fragment it: 16 MiB written, deleted and compacted away.
+    let mut c = connect(&creds(&m, vec![member.client_url.clone()]))
+        .await
+        .unwrap();
+    let value = vec![b'x'; 8192];
+    for i in 0..2048 {
+        c.put(format!("big/{i:05}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let rev = c
+        .delete(
+            "big/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    c.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    let before = c.status().await.unwrap().db_size();
+
+    a.pass(Mode::Apply).await.unwrap();
+    let after = c.status().await.unwrap().db_size();
+    assert!(
+        after * 2 < before,
+        "defragmented: {before} -> {after} bytes"
+    );
+
+    // Fragment again: within the interval nothing happens.
+    for i in 0..2048 {
+        c.put(format!("big/{i:05}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let rev = c
+        .delete(
+            "big/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    c.compact(
+        rev,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    let fragmented = c.status().await.unwrap().db_size();
+    a.pass(Mode::Apply).await.unwrap();
+    assert_eq!(
+        c.status().await.unwrap().db_size(),
+        fragmented,
+        "at most once per interval"
+    );
+}
