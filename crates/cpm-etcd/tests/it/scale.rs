@@ -229,6 +229,21 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     // 3 → 1. First the quorum guard: with master-2's etcd down, master-3's departure must wait,
     // because master-1 alone is not a quorum of the two members that would remain.
     let mut first = agent(&masters[0], &config, kube.clone());
+    // A departure is not acted on before its grace period.
+    nodes
+        .delete(&masters[2].name, &Default::default())
+        .await
+        .unwrap();
+    first.pass(Mode::Apply).await.unwrap();
+    let mut early = connect(&creds(&masters[0], vec!["https://127.0.2.1:2379".into()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        early.member_list().await.unwrap().members().len(),
+        3,
+        "within the grace period nothing is removed"
+    );
+    register(&nodes, &masters[2]).await;
     first.departed_grace = Duration::ZERO;
     let mut registry = prometheus_client::registry::Registry::default();
     first.metrics = Some(cpm_etcd::metrics::EtcdMetrics::register(&mut registry));
@@ -418,7 +433,8 @@ async fn unreachable_members_or_a_wrong_ca_never_start_a_second_cluster() {
     let mut first = agent(&m1, &config, kube.clone());
     nodes.delete(&m2.name, &Default::default()).await.unwrap();
     first.pass(Mode::Apply).await.unwrap();
-    let member = EtcdProcess::spawn_from_manifest(&etcd, m1.root.path()).unwrap();
+    let mut member = EtcdProcess::spawn_from_manifest(&etcd, m1.root.path()).unwrap();
+    member.wait_healthy(Duration::from_secs(30)).unwrap();
     register(&nodes, &m2).await;
     etcd_pki(m2.root.path(), &other, &m2.name, &m2.ip);
     let err = agent(&m2, &config, kube.clone())
