@@ -2,16 +2,15 @@
 //!
 //! Builds cpm, creates a CA bundle, runs cpm-certs for each simulated master (127.0.0.1..N, each
 //! with its own `--root`), proves a second pass changes nothing, checks every certificate with
-//! `openssl verify`, then starts a real etcd cluster from the issued certificates and talks to it
-//! over mTLS with `etcdctl`, once with the healthcheck client certificate (accepted) and once with
+//! `openssl verify`, then grows a real etcd cluster master by master with cpm-etcd (etcd started
+//! from each rendered manifest) and talks to it over mTLS with `etcdctl`, once with the healthcheck client certificate (accepted) and once with
 //! a certificate from another CA (refused). The tree stays under `target/demo` to explore.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use cpm_testing::etcd::{EtcdOptions, EtcdProcess, EtcdTls, free_port};
+use cpm_testing::etcd::EtcdProcess;
 
 use crate::cmd::{self, have, output, workspace_root};
 
@@ -61,6 +60,8 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
             "cpm-kubeconfig",
             "-p",
             "cpm-manifests",
+            "-p",
+            "cpm-etcd",
         ],
     )?;
     let bin = workspace_root().join("target/debug/cpm-certs");
@@ -129,48 +130,12 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     let server = kubeconfigs(&rt, &config, &pki, &roots)?;
+    let procs = etcd_cluster(&rt, &server, &config, &pki, &roots)?;
     manifests(&rt, &server, &config, &pki, &roots)?;
     drop(server);
     step("master-1: cpm-certs check-expiration (leaves, kubeconfig client certificates, CAs)");
     cmd::run(s(&bin), &["check-expiration", "--root", s(&roots[0].2)])?;
 
-    step(&format!(
-        "starting a {masters}-member etcd cluster with the issued server and peer certificates"
-    ));
-    let etcd = which("etcd")?;
-    let members: Vec<(String, IpAddr, PathBuf, [u16; 3])> = roots
-        .iter()
-        .map(|(name, ip, root)| {
-            let ip: IpAddr = ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            (
-                name.clone(),
-                ip,
-                root.clone(),
-                [free_port(ip), free_port(ip), free_port(ip)],
-            )
-        })
-        .collect();
-    let initial = members
-        .iter()
-        .map(|(n, ip, _, p)| format!("{n}=https://{ip}:{}", p[1]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut procs = Vec::new();
-    for (name, ip, root, ports) in &members {
-        let opts = EtcdOptions {
-            name: name.clone(),
-            ip: *ip,
-            data_dir: root.join("var/lib/etcd"),
-            tls: Some(EtcdTls::kubeadm(&root.join("etc/kubernetes/pki"))),
-            initial_cluster: Some(initial.clone()),
-            initial_cluster_state: "new".into(),
-            ports: Some(*ports),
-        };
-        procs.push(EtcdProcess::spawn(&etcd, &opts)?);
-    }
-    for p in &mut procs {
-        p.wait_healthy(Duration::from_secs(60))?;
-    }
     let endpoints = procs
         .iter()
         .map(|p| p.client_url.clone())
@@ -333,6 +298,86 @@ fn kubeconfigs(
     Ok(server)
 }
 
+/// cpm-etcd on every master, one at a time as masters join: the first starts a new cluster; each
+/// next one is added as a learner through the running members, its etcd is started from the
+/// manifest cpm-etcd rendered (as the kubelet would run it), and it is promoted once caught up.
+fn etcd_cluster(
+    rt: &tokio::runtime::Runtime,
+    server: &cpm_testing::apiserver::ApiServer,
+    config: &Path,
+    pki: &Path,
+    roots: &[(String, String, PathBuf)],
+) -> anyhow::Result<Vec<EtcdProcess>> {
+    use k8s_openapi::api::core::v1::Node;
+    let etcd = which("etcd")?;
+    let bin = workspace_root().join("target/debug/cpm-etcd");
+    let admin = rt.block_on(server.admin_client())?;
+    let nodes: kube::Api<Node> = kube::Api::all(admin);
+    let mut procs = Vec::new();
+    for (i, (name, ip, root)) in roots.iter().enumerate() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+        }))?;
+        rt.block_on(nodes.create(&Default::default(), &node))?;
+        let kubeconfig = root.join("etc/kubernetes/super-admin.conf");
+        let args = [
+            "--root",
+            s(root),
+            "--config",
+            s(config),
+            "--pki-dir",
+            s(pki),
+            "--node-name",
+            name,
+            "--node-ip",
+            ip,
+            "--kubeconfig",
+            s(&kubeconfig),
+            "--once",
+            "--log-level",
+            "warn",
+        ];
+        if i == 0 {
+            step(&format!(
+                "{name}: cpm-etcd --once (a new cluster), then etcd started from the rendered manifest"
+            ));
+            cmd::run(s(&bin), &args)?;
+            let mut p = EtcdProcess::spawn_from_manifest(&etcd, root)?;
+            p.wait_healthy(Duration::from_secs(60))?;
+            procs.push(p);
+            continue;
+        }
+        step(&format!(
+            "{name}: cpm-etcd --once (added as a learner), etcd started from its manifest, then promoted"
+        ));
+        // Right after a promotion etcd refuses new members for a few seconds; retried as the
+        // agent's backoff would.
+        let mut added = false;
+        for _ in 0..60 {
+            output(&bin, &args)?;
+            if root.join("etc/kubernetes/manifests/etcd.yaml").exists() {
+                added = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ensure!(added, "{name} was never added to the etcd cluster");
+        procs.push(EtcdProcess::spawn_from_manifest(&etcd, root)?);
+        let mut promoted = false;
+        for _ in 0..60 {
+            if output(&bin, &args)?.status.success() {
+                promoted = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ensure!(promoted, "{name} was never promoted");
+        eprintln!("   {name} promoted to a voting member");
+    }
+    Ok(procs)
+}
+
 /// cpm-manifests on every master: the three static pods and their config files. The test API
 /// server knows the three masters as control-plane Nodes, so `--etcd-servers` lists them all.
 /// No kubelet runs here, so the health gate is off (`--health-timeout-seconds 0`).
@@ -356,7 +401,11 @@ fn manifests(
             "metadata": {"name": name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
             "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
         }))?;
-        rt.block_on(nodes.create(&Default::default(), &node))?;
+        match rt.block_on(nodes.create(&Default::default(), &node)) {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let bin = workspace_root().join("target/debug/cpm-manifests");
     for (name, ip, root) in roots {
