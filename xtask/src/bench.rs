@@ -13,6 +13,9 @@ use cpm_testing::openssl::{OpensslCert, issue};
 
 use crate::cmd::{self, workspace_root};
 
+#[path = "bench_proxy.rs"]
+mod bench_proxy;
+
 #[derive(Debug, Clone, Copy, clap::Subcommand)]
 pub enum Which {
     /// Full node PKI issuance: cpm-certs against the openssl CLI.
@@ -21,11 +24,18 @@ pub enum Which {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         rounds: u32,
     },
+    /// The node-local API proxy: api-proxy against nginx's stream proxy and a direct connection.
+    Proxy {
+        /// Seconds per timed phase.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=30))]
+        seconds: u64,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Pki { rounds } => pki(rounds),
+        Which::Proxy { seconds } => bench_proxy::run(seconds),
     }
 }
 

@@ -5,7 +5,16 @@ use crate::cmd::{self, have};
 /// Crates checked one by one with their default features, so none leans on features another
 /// crate unifies in. Clippy and the tests run with all features, so feature-gated code is built
 /// and tested too.
-const CRATES: [&str; 6] = ["cpm-core", "cpm-certs", "cpm-etcd", "cpm-kubeconfig", "cpm-manifests", "cpm-testing"];
+const CRATES: [&str; 8] = [
+    "cpm-core",
+    "cpm-certs",
+    "cpm-etcd",
+    "cpm-kubeconfig",
+    "cpm-manifests",
+    "cpm-testing",
+    "api-proxy",
+    "proxy-reloader",
+];
 
 pub fn run(no_install: bool) -> anyhow::Result<()> {
     if !no_install {

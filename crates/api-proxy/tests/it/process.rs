@@ -1,0 +1,92 @@
+//! The binary: flags only (no config, no upstream file), admin endpoints, SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cpm_core::http::{Verify, get};
+
+use crate::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn binary_runs_on_flags_only_serves_admin_and_exits_0_on_sigterm() {
+    let cluster = Cluster::generate();
+    let a = Upstream::start(&cluster, "a").await;
+    let root = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_api-proxy"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("--config")
+        .arg(root.path().join("absent.yaml"))
+        .args(["--listen", &listen, "--admin-addr", &admin])
+        .args(["--upstream", &a.addr.to_string()])
+        .arg("--ca-file")
+        .arg(cluster.ca_file())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = get(
+            &format!("http://{admin}/readyz"),
+            &Verify::Insecure,
+            Duration::from_secs(1),
+        )
+        .await
+            && r.status == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "admin /readyz never answered 200");
+    let listen: std::net::SocketAddr = listen.parse().unwrap();
+    assert_eq!(id(listen, &cluster).await.unwrap(), "a");
+    let metrics = get(
+        &format!("http://{admin}/metrics"),
+        &Verify::Insecure,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(text.contains("cpm_api_proxy_upstreams 1"), "{text}");
+    assert!(
+        text.contains("cpm_api_proxy_connections_total{upstream="),
+        "{text}"
+    );
+    assert!(
+        text.contains("cpm_api_proxy_connect_duration_seconds_count 1"),
+        "{text}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut code = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            code = s.code();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, Some(0));
+}
