@@ -2,4 +2,5 @@
 //! scenarios across binaries as they arrive.
 
 mod node;
+mod proxy;
 mod tidy;
