@@ -165,6 +165,24 @@ impl EtcdAgent {
     }
 }
 
+/// Whether a URL host is the localhost address a single-node install advertises (`localhost`,
+/// `127.0.0.1`, `::1`). Other 127/8 addresses are ordinary node addresses here (the tests' simulated
+/// masters live on them).
+pub fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// The host of a member's peer URL.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    Some(
+        rest.rsplit_once(':')?
+            .0
+            .trim_matches(['[', ']'])
+            .to_string(),
+    )
+}
+
 /// Refuses a manifest that would silently change an existing member.
 pub fn check_identity(
     current: &Current,
@@ -188,7 +206,10 @@ pub fn check_identity(
                 .rsplit_once(':')
                 .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
         });
-    if let Some(ip) = advertise.filter(|ip| ip.parse::<IpAddr>().ok() != Some(this.ip)) {
+    // A loopback peer URL (a single-node install) may move to the node IP: see `move_off_loopback`.
+    let loopback = advertise.as_deref().is_some_and(is_loopback_host);
+    if let Some(ip) = advertise.filter(|ip| !loopback && ip.parse::<IpAddr>().ok() != Some(this.ip))
+    {
         return Err(wrong("the advertise IP", &ip, this.ip.to_string()));
     }
     if let Some(dir) = current.flags.get("data-dir").filter(|d| *d != DATA_DIR) {
@@ -288,13 +309,20 @@ impl Agent for EtcdAgent {
                 } else {
                     ClusterState::New
                 };
-                match self
+                if let Some(peers) = self
+                    .move_off_loopback(c, &this, creds.as_ref(), mode)
+                    .await
+                    .map_err(PassError::runtime)?
+                {
+                    (peers, state)
+                } else if let Some(peers) = self
                     .removed_member_rejoins(&this, creds.as_ref(), mode)
                     .await
                     .map_err(PassError::runtime)?
                 {
-                    Some(peers) => (peers, ClusterState::Existing),
-                    None => (c.members(), state),
+                    (peers, ClusterState::Existing)
+                } else {
+                    (c.members(), state)
                 }
             }
             None => {
@@ -321,6 +349,23 @@ impl Agent for EtcdAgent {
                     let mut client = cluster(&others, creds).await.map_err(|_| {
                         PassError::runtime(MembershipError::Unreachable(names.join(",")))
                     })?;
+                    // A member still on a loopback peer URL that is not its master's IP cannot
+                    // be reached by a new member: its own agent moves it first.
+                    let current = crate::membership::members(&mut client)
+                        .await
+                        .map_err(PassError::runtime)?;
+                    let known_ips: Vec<IpAddr> = known.iter().map(|m| m.ip).collect();
+                    if let Some(m) = current.iter().find(|m| {
+                        m.peer_urls.iter().filter_map(|u| url_host(u)).any(|h| {
+                            is_loopback_host(&h)
+                                && !h.parse::<IpAddr>().is_ok_and(|ip| known_ips.contains(&ip))
+                        })
+                    }) {
+                        return Err(PassError::runtime(MembershipError::Refused(format!(
+                            "not joining yet: {} advertises a loopback peer URL; its master moves it to its node IP first",
+                            m.name
+                        ))));
+                    }
                     if mode == Mode::Apply {
                         move_stale_data_dir(&root).map_err(PassError::runtime)?;
                     }
@@ -421,6 +466,64 @@ impl EtcdAgent {
             .header()
             .is_some_and(|h| h.member_id() == status.leader());
         metrics.observe(voters, learners, is_leader, status.db_size(), *quota);
+    }
+
+    /// A single member advertising a loopback peer URL (a single-node install) cannot grow: its
+    /// peer URL moves to the node IP (member update, then the manifest listens there) before any
+    /// other master joins. Refused when the cluster has more than one member.
+    async fn move_off_loopback(
+        &self,
+        current: &Current,
+        this: &Peer,
+        creds: Option<&cpm_core::etcd::EtcdOptions>,
+        mode: Mode,
+    ) -> Result<Option<Vec<Peer>>, MembershipError> {
+        let advertised = current
+            .flags
+            .get("initial-advertise-peer-urls")
+            .and_then(|u| url_host(u));
+        let moved_ip = advertised.as_deref().and_then(|h| h.parse::<IpAddr>().ok());
+        if !advertised.as_deref().is_some_and(is_loopback_host) || moved_ip == Some(this.ip) {
+            return Ok(None);
+        }
+        let Some(creds) = creds else { return Ok(None) };
+        let local: Vec<IpAddr> = current
+            .flags
+            .get("advertise-client-urls")
+            .and_then(|u| url_host(u))
+            .and_then(|h| {
+                if h == "localhost" {
+                    Some(IpAddr::from([127, 0, 0, 1]))
+                } else {
+                    h.parse().ok()
+                }
+            })
+            .into_iter()
+            .collect();
+        let mut client = cluster(&local, creds).await?;
+        let members = crate::membership::members(&mut client).await?;
+        let [me] = members.as_slice() else {
+            return Err(MembershipError::Refused(format!(
+                "{} advertises a loopback peer URL in a cluster of {} members; move it by hand",
+                this.name,
+                members.len()
+            )));
+        };
+        if mode == Mode::Apply {
+            let url = crate::membership::peer_url(this.ip);
+            client
+                .member_update(me.id, vec![url.clone()])
+                .await
+                .map_err(|source| MembershipError::Request {
+                    op: "member update",
+                    source,
+                })?;
+            tracing::info!(member = %this.name, peer = %url, reason = "loopback peer URL cannot grow", "moved the etcd peer URL to the node IP");
+            if let Some(m) = &self.metrics {
+                m.changed("update_peer_url");
+            }
+        }
+        Ok(Some(vec![this.clone()]))
     }
 
     /// A node whose member was removed (its manifest and data dir are stale) joins again as a new

@@ -51,6 +51,9 @@ pub enum MembershipError {
         "other masters ({0}) are known but their etcd is unreachable; not starting a new cluster"
     )]
     Unreachable(String),
+    /// A change that would be unsafe now, with the reason.
+    #[error("{0}")]
+    Refused(String),
     /// The learner did not catch up in time (retried on the next pass).
     #[error("learner {0} not promoted yet: {1}")]
     NotPromoted(String, String),

@@ -548,3 +548,91 @@ async fn a_fragmented_database_is_defragmented_once_per_interval() {
         "at most once per interval"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_member_on_a_loopback_peer_url_moves_to_the_node_ip_before_anyone_joins() {
+    let Some(etcd) = etcd_binary() else { return };
+    let inputs = tempfile::tempdir().unwrap();
+    let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
+    let config = inputs.path().join("config.yaml");
+    write_config(&config, "");
+    let m1 = Master {
+        name: "master-1".into(),
+        ip: "127.0.7.1".into(),
+        root: FakeRoot::new(),
+    };
+    let m2 = Master {
+        name: "master-2".into(),
+        ip: "127.0.7.2".into(),
+        root: FakeRoot::new(),
+    };
+    etcd_pki(m1.root.path(), &bundle, &m1.name, &m1.ip);
+    etcd_pki(m2.root.path(), &bundle, &m2.name, &m2.ip);
+    // A single-node install whose member advertises 127.0.0.1.
+    let single = Master {
+        name: m1.name.clone(),
+        ip: "127.0.0.1".into(),
+        root: FakeRoot::new(),
+    };
+    let cli = cpm_etcd::Cli::try_parse_from([
+        "cpm-etcd",
+        "--root",
+        m1.root.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--node-name",
+        &single.name,
+        "--node-ip",
+        &single.ip,
+    ])
+    .unwrap();
+    EtcdAgent::new(cli.common, None)
+        .pass(Mode::Apply)
+        .await
+        .unwrap();
+    let mut first = EtcdProcess::spawn_from_manifest(&etcd, m1.root.path()).unwrap();
+    first.wait_healthy(Duration::from_secs(30)).unwrap();
+
+    let server = ApiServer::start().await.unwrap();
+    let kube = server.admin_client().await.unwrap();
+    let nodes: Api<Node> = Api::all(kube.clone());
+    register(&nodes, &m1).await;
+    register(&nodes, &m2).await;
+    // A new master waits: a member that listens and advertises on 127.0.0.1 cannot be joined
+    // (unreachable from the node, or reachable but advertising a loopback peer URL).
+    let err = agent(&m2, &config, kube.clone())
+        .pass(Mode::Apply)
+        .await
+        .unwrap_err();
+    let text = cpm_core::exit::chain(&err);
+    assert!(
+        text.contains("not starting a new cluster")
+            || text.contains("not joining yet: master-1 advertises a loopback peer URL"),
+        "{text}"
+    );
+    assert!(!m2.root.join("etc/kubernetes/manifests/etcd.yaml").exists());
+
+    // master-1's agent, now with its node IP, moves the peer URL and re-renders its manifest.
+    agent(&m1, &config, kube.clone())
+        .pass(Mode::Apply)
+        .await
+        .unwrap();
+    let manifest = String::from_utf8(m1.root.read("etc/kubernetes/manifests/etcd.yaml")).unwrap();
+    assert!(
+        manifest.contains("--listen-peer-urls=https://127.0.7.1:2380")
+            && manifest.contains("--advertise-client-urls=https://127.0.7.1:2379"),
+        "{manifest}"
+    );
+    first.kill();
+    let mut moved = EtcdProcess::spawn_from_manifest(&etcd, m1.root.path()).unwrap();
+    moved.wait_healthy(Duration::from_secs(30)).unwrap();
+    let mut c = connect(&creds(&m1, vec![moved.client_url.clone()]))
+        .await
+        .unwrap();
+    let list = c.member_list().await.unwrap();
+    assert_eq!(list.members().len(), 1);
+    assert_eq!(
+        list.members()[0].peer_urls(),
+        ["https://127.0.7.1:2380".to_string()]
+    );
+}
