@@ -636,3 +636,93 @@ async fn a_single_member_on_a_loopback_peer_url_moves_to_the_node_ip_before_anyo
         ["https://127.0.7.1:2380".to_string()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_during_scale_out_blocks_changes_until_it_returns() {
+    let Some(etcd) = etcd_binary() else { return };
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let inputs = tempfile::tempdir().unwrap();
+        let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
+        let config = inputs.path().join("config.yaml");
+        write_config(&config, "");
+        let masters: Vec<Master> = (1..=3)
+            .map(|i| {
+                let m = Master {
+                    name: format!("master-{i}"),
+                    ip: format!("127.0.8.{i}"),
+                    root: FakeRoot::new(),
+                };
+                etcd_pki(m.root.path(), &bundle, &m.name, &m.ip);
+                m
+            })
+            .collect();
+        let server = ApiServer::start().await.unwrap();
+        let kube = server.admin_client().await.unwrap();
+        let nodes: Api<Node> = Api::all(kube.clone());
+        register(&nodes, &masters[0]).await;
+        agent(&masters[0], &config, kube.clone())
+            .pass(Mode::Apply)
+            .await
+            .unwrap();
+        let mut procs =
+            vec![EtcdProcess::spawn_from_manifest(&etcd, masters[0].root.path()).unwrap()];
+        procs[0].wait_healthy(Duration::from_secs(30)).unwrap();
+        register(&nodes, &masters[1]).await;
+        let mut second = agent(&masters[1], &config, kube.clone());
+        let _ = second.pass(Mode::Apply).await;
+        procs.push(EtcdProcess::spawn_from_manifest(&etcd, masters[1].root.path()).unwrap());
+        pass_until_ok(&mut second).await;
+        let voters = |c: etcd_client::Client| async move {
+            let mut c = c;
+            let list = c.member_list().await.unwrap();
+            list.members().iter().filter(|m| !m.is_learner()).count()
+        };
+        let watcher = connect(&creds(&masters[0], vec!["https://127.0.8.1:2379".into()]))
+            .await
+            .unwrap();
+        assert_eq!(voters(watcher.clone()).await, 2);
+
+        // master-2 dies during the scale-out: master-3's passes change nothing.
+        procs[1].kill();
+        register(&nodes, &masters[2]).await;
+        let mut third = agent(&masters[2], &config, kube.clone());
+        for _ in 0..3 {
+            let text = cpm_core::exit::chain(&third.pass(Mode::Apply).await.unwrap_err());
+            assert!(
+                text.contains("unhealthy cluster") || text.contains("unreachable"),
+                "{text}"
+            );
+            let mut w = watcher.clone();
+            assert_eq!(
+                w.member_list().await.unwrap().members().len(),
+                2,
+                "no member added while a voter is down"
+            );
+            assert!(
+                !masters[2]
+                    .root
+                    .join("etc/kubernetes/manifests/etcd.yaml")
+                    .exists()
+            );
+        }
+
+        // master-2 returns: master-3 joins as a learner, starts, and is promoted.
+        procs[1] = EtcdProcess::spawn_from_manifest(&etcd, masters[1].root.path()).unwrap();
+        procs[1].wait_healthy(Duration::from_secs(30)).unwrap();
+        let mut added = false;
+        for _ in 0..80 {
+            let text = cpm_core::exit::chain(&third.pass(Mode::Apply).await.unwrap_err());
+            if text.contains("not promoted yet") {
+                added = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(added, "master-3 was added once master-2 returned");
+        procs.push(EtcdProcess::spawn_from_manifest(&etcd, masters[2].root.path()).unwrap());
+        pass_until_ok(&mut third).await;
+        assert_eq!(voters(watcher.clone()).await, 3, "converged");
+    })
+    .await
+    .expect("the scenario finishes within 3 minutes");
+}
