@@ -315,10 +315,7 @@ fn etcd_cluster(
     let nodes: kube::Api<Node> = kube::Api::all(admin);
     let mut procs = Vec::new();
     for (i, (name, ip, root)) in roots.iter().enumerate() {
-        let node: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
-            "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
-        }))?;
+        let node = cpm_testing::fixtures::control_plane_node(name, ip);
         rt.block_on(nodes.create(&Default::default(), &node))?;
         let kubeconfig = root.join("etc/kubernetes/super-admin.conf");
         let args = [
@@ -397,10 +394,7 @@ fn manifests(
     let admin = rt.block_on(server.admin_client())?;
     let nodes: kube::Api<Node> = kube::Api::all(admin);
     for (name, ip, _) in roots {
-        let node: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
-            "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
-        }))?;
+        let node = cpm_testing::fixtures::control_plane_node(name, ip);
         match rt.block_on(nodes.create(&Default::default(), &node)) {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}

@@ -73,6 +73,23 @@ pub enum KubeError {
     Client(#[source] kube::Error),
 }
 
+/// A client from `--kubeconfig` when one is given (5 s connect, 30 s read timeouts), else
+/// `None`: agents that can work without the cluster (keeping what the node has) use this.
+pub async fn optional_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<Option<Client>, KubeError> {
+    let Some(path) = kubeconfig else {
+        return Ok(None);
+    };
+    let opts = ClientOptions {
+        kubeconfig: Some(path.to_path_buf()),
+        context: None,
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(30),
+    };
+    client(&opts).await.map(Some)
+}
+
 /// The [`kube::Config`] for `opts`, timeouts applied.
 pub async fn config(opts: &ClientOptions) -> Result<Config, KubeError> {
     let mut config = match &opts.kubeconfig {

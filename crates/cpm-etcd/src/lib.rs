@@ -41,23 +41,12 @@ pub struct Cli {
 
 /// Runs the command line; returns the exit code.
 pub async fn run(cli: Cli) -> Code {
-    let kube = match &cli.common.kubeconfig {
-        Some(path) => {
-            let opts = cpm_core::kube::ClientOptions {
-                kubeconfig: Some(path.clone()),
-                context: None,
-                connect_timeout: std::time::Duration::from_secs(5),
-                read_timeout: std::time::Duration::from_secs(30),
-            };
-            match cpm_core::kube::client(&opts).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    report_fatal(&e, Path::new(TERMINATION_LOG));
-                    return Code::Usage;
-                }
-            }
+    let kube = match cpm_core::kube::optional_client(cli.common.kubeconfig.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            report_fatal(&e, Path::new(TERMINATION_LOG));
+            return Code::Usage;
         }
-        None => None,
     };
     let mut agent = EtcdAgent::new(cli.common.clone(), kube);
     agent.departed_grace = std::time::Duration::from_secs(cli.departed_grace_seconds);

@@ -63,29 +63,18 @@ pub async fn run(cli: Cli) -> Code {
         print!("{}", scheduler::crd_yaml());
         return Code::Ok;
     }
-    let client = match &cli.common.kubeconfig {
-        Some(path) => {
-            let opts = cpm_core::kube::ClientOptions {
-                kubeconfig: Some(path.clone()),
-                context: None,
-                connect_timeout: Duration::from_secs(5),
-                read_timeout: Duration::from_secs(30),
-            };
-            match cpm_core::kube::client(&opts).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    report_fatal(&e, Path::new(TERMINATION_LOG));
-                    return Code::Usage;
-                }
-            }
-        }
-        None => {
-            info!(
-                "no --kubeconfig: etcd members and scheduler extenders are kept as the node has them"
-            );
-            None
+    let client = match cpm_core::kube::optional_client(cli.common.kubeconfig.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            report_fatal(&e, Path::new(TERMINATION_LOG));
+            return Code::Usage;
         }
     };
+    if client.is_none() {
+        info!(
+            "no --kubeconfig: etcd members and scheduler extenders are kept as the node has them"
+        );
+    }
     let mut registry = Registry::default();
     let metrics = metrics::ManifestMetrics::register(&mut registry);
     let mut agent = ManifestsAgent::new(cli.common.clone(), Some(metrics), client.clone());

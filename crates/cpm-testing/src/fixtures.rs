@@ -114,3 +114,15 @@ pub fn etcd_pki(root: &Path, bundle: &Path, name: &str, ip: &str) {
         .expect("invariant: write key");
     }
 }
+
+/// A control-plane Node (label `node-role.kubernetes.io/control-plane`) with one InternalIP, as
+/// cpm reads masters from the API.
+pub fn control_plane_node(name: &str, ip: &str) -> k8s_openapi::api::core::v1::Node {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+    }))
+    .expect("invariant: a valid Node")
+}

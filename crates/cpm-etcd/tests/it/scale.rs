@@ -45,11 +45,7 @@ fn agent(m: &Master, config: &std::path::Path, kube: kube::Client) -> EtcdAgent 
 }
 
 async fn register(api: &Api<Node>, m: &Master) {
-    let node: Node = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": m.name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
-        "status": {"addresses": [{"type": "InternalIP", "address": m.ip}]},
-    }))
-    .unwrap();
+    let node = cpm_testing::fixtures::control_plane_node(&m.name, &m.ip);
     api.create(&Default::default(), &node).await.unwrap();
 }
 

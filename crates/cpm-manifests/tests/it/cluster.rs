@@ -13,15 +13,6 @@ use cpm_testing::fixtures::write_config;
 
 use super::agent::Node;
 
-fn control_plane_node(name: &str, ip: &str) -> KubeNode {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"node-role.kubernetes.io/control-plane": ""}},
-        "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
-    }))
-    .unwrap()
-}
-
 #[tokio::test]
 async fn etcd_members_come_from_control_plane_nodes_and_the_key_is_shared() {
     let server = ApiServer::start().await.unwrap();
@@ -33,7 +24,10 @@ async fn etcd_members_come_from_control_plane_nodes_and_the_key_is_shared() {
         ("master-3", "192.0.2.13"),
     ] {
         nodes
-            .create(&PostParams::default(), &control_plane_node(n, ip))
+            .create(
+                &PostParams::default(),
+                &cpm_testing::fixtures::control_plane_node(n, ip),
+            )
             .await
             .unwrap();
     }
