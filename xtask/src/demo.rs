@@ -199,7 +199,7 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
     }
 
     eprintln!(
-        "\ndemo complete: {masters} master PKIs under {} (etcd stopped)",
+        "\ndemo complete: {masters} masters (PKI, kubeconfigs, static pods, etcd members) under {}; etcd stopped",
         dir.display()
     );
     Ok(())
