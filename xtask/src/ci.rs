@@ -5,7 +5,7 @@ use crate::cmd::{self, have};
 /// Crates checked one by one with their default features, so none leans on features another
 /// crate unifies in. Clippy and the tests run with all features, so feature-gated code is built
 /// and tested too.
-const CRATES: [&str; 8] = [
+const CRATES: [&str; 9] = [
     "cpm-core",
     "cpm-certs",
     "cpm-etcd",
@@ -14,6 +14,7 @@ const CRATES: [&str; 8] = [
     "cpm-testing",
     "api-proxy",
     "proxy-reloader",
+    "etcd-backup",
 ];
 
 pub fn run(no_install: bool) -> anyhow::Result<()> {

@@ -1,0 +1,11 @@
+//! etcd-backup entry point: parse flags, start logging, run, exit with the table's code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = etcd_backup::Cli::parse();
+    cpm_core::telemetry::init(cli.common.log_format, &cli.common.log_level);
+    cpm_core::runner::block_on(etcd_backup::run(cli))
+}
