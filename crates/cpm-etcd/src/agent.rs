@@ -17,7 +17,7 @@ use cpm_core::reconcile::{Agent, Mode, PassError, PassOutcome, converge};
 use crate::manifest::{
     ClusterState, DATA_DIR, Inputs, MANIFEST, Peer, quota_bytes, referenced_files, render,
 };
-use crate::membership::{MembershipError, add_learner, cluster, masters, promote};
+use crate::membership::{MembershipError, add_learner, cluster, promote};
 
 /// The agent's name in logs and metrics.
 pub const AGENT: &str = "cpm-etcd";
@@ -299,6 +299,15 @@ impl Agent for EtcdAgent {
         let current = read(MANIFEST)?.map(|b| Current::parse(&String::from_utf8_lossy(&b)));
         let manifest_path = root.host(MANIFEST).map_err(PassError::input)?;
         let creds = etcd_credentials(&root).map_err(PassError::runtime)?;
+        // The control-plane Nodes, listed once per pass: `None` without a client.
+        let view = match &self.kube {
+            Some(k) => Some(crate::membership::masters_with_memory(k).await),
+            None => None,
+        };
+        let known: Option<&[Peer]> = view
+            .as_ref()
+            .and_then(|r| r.as_ref().ok())
+            .map(|(m, _)| m.as_slice());
         let (members, state) = match &current {
             Some(c) => {
                 check_identity(c, &this, &manifest_path).map_err(PassError::input)?;
@@ -316,7 +325,7 @@ impl Agent for EtcdAgent {
                 {
                     (peers, state)
                 } else if let Some(peers) = self
-                    .removed_member_rejoins(&this, creds.as_ref(), mode)
+                    .removed_member_rejoins(&this, creds.as_ref(), known, mode)
                     .await
                     .map_err(PassError::runtime)?
                 {
@@ -326,9 +335,16 @@ impl Agent for EtcdAgent {
                 }
             }
             None => {
-                let known = match &self.kube {
-                    Some(k) => masters(k).await.unwrap_or_default(),
-                    None => Vec::new(),
+                let known: &[Peer] = match &view {
+                    None => &[],
+                    Some(Ok((m, _))) => m,
+                    // Without the list, "no other master" cannot be told apart from "the API is
+                    // down": never start a new cluster on that.
+                    Some(Err(e)) => {
+                        return Err(PassError::runtime(MembershipError::Refused(format!(
+                            "cannot list the control-plane Nodes ({e}); not starting a new cluster"
+                        ))));
+                    }
                 };
                 let others: Vec<IpAddr> = known
                     .iter()
@@ -387,13 +403,10 @@ impl Agent for EtcdAgent {
             let content = read(&f)?;
             pki_files.insert(f, content);
         }
-        let smallest_memory = match &self.kube {
-            Some(k) => crate::membership::masters_with_memory(k)
-                .await
-                .ok()
-                .and_then(|(_, m)| m),
-            None => None,
-        };
+        let smallest_memory = view
+            .as_ref()
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|(_, m)| *m);
         let rendered_quota = quota_bytes(&config, smallest_memory, current_quota);
         let inputs = Inputs {
             config: &config,
@@ -431,7 +444,7 @@ impl Agent for EtcdAgent {
             }
         }
         if mode == Mode::Apply && current.is_some() {
-            self.remove_departed(&this, creds.as_ref())
+            self.remove_departed(&this, creds.as_ref(), known)
                 .await
                 .map_err(PassError::runtime)?;
         }
@@ -533,12 +546,10 @@ impl EtcdAgent {
         &self,
         this: &Peer,
         creds: Option<&cpm_core::etcd::EtcdOptions>,
+        known: Option<&[Peer]>,
         mode: Mode,
     ) -> Result<Option<Vec<Peer>>, MembershipError> {
-        let (Some(kube), Some(creds)) = (&self.kube, creds) else {
-            return Ok(None);
-        };
-        let Ok(known) = masters(kube).await else {
+        let (Some(known), Some(creds)) = (known, creds) else {
             return Ok(None);
         };
         let others: Vec<IpAddr> = known
@@ -579,11 +590,9 @@ impl EtcdAgent {
         &mut self,
         this: &Peer,
         creds: Option<&cpm_core::etcd::EtcdOptions>,
+        known: Option<&[Peer]>,
     ) -> Result<(), MembershipError> {
-        let (Some(kube), Some(creds)) = (self.kube.clone(), creds) else {
-            return Ok(());
-        };
-        let Ok(known) = masters(&kube).await else {
+        let (Some(kube), Some(creds), Some(known)) = (self.kube.clone(), creds, known) else {
             return Ok(());
         };
         let mut ips = vec![this.ip];
@@ -594,7 +603,7 @@ impl EtcdAgent {
         let now = std::time::Instant::now();
         let mut eligible: Vec<_> = self
             .departures
-            .eligible(&current, &known, self.departed_grace, now)
+            .eligible(&current, known, self.departed_grace, now)
             .into_iter()
             .filter(|m| m.name != this.name)
             .collect();

@@ -59,13 +59,8 @@ pub enum MembershipError {
     NotPromoted(String, String),
 }
 
-/// The control-plane Nodes (name and InternalIP), sorted by name.
-pub async fn masters(client: &kube::Client) -> Result<Vec<Peer>, kube::Error> {
-    Ok(masters_with_memory(client).await?.0)
-}
-
-/// The control-plane Nodes, and the smallest memory capacity among them (bytes) when every one
-/// reports it.
+/// The control-plane Nodes (name and InternalIP, sorted by name), and the smallest memory
+/// capacity among them (bytes) when every one reports it.
 pub async fn masters_with_memory(
     client: &kube::Client,
 ) -> Result<(Vec<Peer>, Option<u64>), kube::Error> {
