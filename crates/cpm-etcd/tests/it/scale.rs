@@ -44,6 +44,46 @@ fn agent(m: &Master, config: &std::path::Path, kube: kube::Client) -> EtcdAgent 
     a
 }
 
+/// Three masters on `<prefix>.1`–`.3` with etcd certificates from one bundle, a config, and a
+/// test API server (no Node registered yet).
+struct ThreeMasters {
+    _inputs: tempfile::TempDir,
+    config: std::path::PathBuf,
+    masters: Vec<Master>,
+    _server: ApiServer,
+    kube: kube::Client,
+    nodes: Api<Node>,
+}
+
+async fn three_masters(prefix: &str) -> ThreeMasters {
+    let inputs = tempfile::tempdir().unwrap();
+    let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
+    let config = inputs.path().join("config.yaml");
+    write_config(&config, "");
+    let masters = (1..=3)
+        .map(|i| {
+            let m = Master {
+                name: format!("master-{i}"),
+                ip: format!("{prefix}.{i}"),
+                root: FakeRoot::new(),
+            };
+            etcd_pki(m.root.path(), &bundle, &m.name, &m.ip);
+            m
+        })
+        .collect();
+    let server = ApiServer::start().await.unwrap();
+    let kube = server.admin_client().await.unwrap();
+    let nodes = Api::all(kube.clone());
+    ThreeMasters {
+        _inputs: inputs,
+        config,
+        masters,
+        _server: server,
+        kube,
+        nodes,
+    }
+}
+
 async fn register(api: &Api<Node>, m: &Master) {
     let node = cpm_testing::fixtures::control_plane_node(&m.name, &m.ip);
     api.create(&Default::default(), &node).await.unwrap();
@@ -80,28 +120,12 @@ async fn pass_until_ok(a: &mut EtcdAgent) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_three_to_one_masters_while_writes_continue() {
     let Some(etcd) = etcd_binary() else { return };
-    let inputs = tempfile::tempdir().unwrap();
-    let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
-    let config = inputs.path().join("config.yaml");
-    write_config(&config, "");
-    let masters: Vec<Master> = (1..=3)
-        .map(|i| {
-            let m = Master {
-                name: format!("master-{i}"),
-                ip: format!("127.0.2.{i}"),
-                root: FakeRoot::new(),
-            };
-            etcd_pki(m.root.path(), &bundle, &m.name, &m.ip);
-            m
-        })
-        .collect();
-    let server = ApiServer::start().await.unwrap();
-    let kube = server.admin_client().await.unwrap();
-    let nodes: Api<Node> = Api::all(kube.clone());
+    let w = three_masters("127.0.2").await;
+    let (config, masters, kube, nodes) = (&w.config, &w.masters, w.kube.clone(), &w.nodes);
 
     // The first master starts a new cluster.
-    register(&nodes, &masters[0]).await;
-    agent(&masters[0], &config, kube.clone())
+    register(nodes, &masters[0]).await;
+    agent(&masters[0], config, kube.clone())
         .pass(Mode::Apply)
         .await
         .unwrap();
@@ -141,8 +165,8 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     };
 
     for m in &masters[1..] {
-        register(&nodes, m).await;
-        let mut a = agent(m, &config, kube.clone());
+        register(nodes, m).await;
+        let mut a = agent(m, config, kube.clone());
         // Added as a learner and its manifest written; it cannot be promoted before it runs.
         // Right after a promotion etcd refuses a new member ("unhealthy cluster") until every
         // voter has been connected for a while: the pass fails and is retried, as the daemon's
@@ -208,8 +232,8 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
             ("master-3".into(), false)
         ]
     );
-    for m in &masters {
-        let out = agent(m, &config, kube.clone())
+    for m in masters {
+        let out = agent(m, config, kube.clone())
             .pass(Mode::Check)
             .await
             .unwrap();
@@ -224,7 +248,7 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
 
     // 3 → 1. First the quorum guard: with master-2's etcd down, master-3's departure must wait,
     // because master-1 alone is not a quorum of the two members that would remain.
-    let mut first = agent(&masters[0], &config, kube.clone());
+    let mut first = agent(&masters[0], config, kube.clone());
     // A departure is not acted on before its grace period.
     nodes
         .delete(&masters[2].name, &Default::default())
@@ -239,7 +263,7 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
         3,
         "within the grace period nothing is removed"
     );
-    register(&nodes, &masters[2]).await;
+    register(nodes, &masters[2]).await;
     first.departed_grace = Duration::ZERO;
     let mut registry = prometheus_client::registry::Registry::default();
     first.metrics = Some(cpm_etcd::metrics::EtcdMetrics::register(&mut registry));
@@ -308,9 +332,9 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     // master-3 comes back with its stale manifest and data dir: the data dir is moved aside and
     // it joins again as a new learner.
     drop(procs.remove(2));
-    register(&nodes, &masters[0]).await;
-    register(&nodes, &masters[2]).await;
-    let mut third = agent(&masters[2], &config, kube.clone());
+    register(nodes, &masters[0]).await;
+    register(nodes, &masters[2]).await;
+    let mut third = agent(&masters[2], config, kube.clone());
     let mut added = false;
     for _ in 0..100 {
         let text = cpm_core::exit::chain(&third.pass(Mode::Apply).await.unwrap_err());
@@ -637,34 +661,18 @@ async fn a_single_member_on_a_loopback_peer_url_moves_to_the_node_ip_before_anyo
 async fn a_member_killed_during_scale_out_blocks_changes_until_it_returns() {
     let Some(etcd) = etcd_binary() else { return };
     tokio::time::timeout(Duration::from_secs(180), async {
-        let inputs = tempfile::tempdir().unwrap();
-        let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
-        let config = inputs.path().join("config.yaml");
-        write_config(&config, "");
-        let masters: Vec<Master> = (1..=3)
-            .map(|i| {
-                let m = Master {
-                    name: format!("master-{i}"),
-                    ip: format!("127.0.8.{i}"),
-                    root: FakeRoot::new(),
-                };
-                etcd_pki(m.root.path(), &bundle, &m.name, &m.ip);
-                m
-            })
-            .collect();
-        let server = ApiServer::start().await.unwrap();
-        let kube = server.admin_client().await.unwrap();
-        let nodes: Api<Node> = Api::all(kube.clone());
-        register(&nodes, &masters[0]).await;
-        agent(&masters[0], &config, kube.clone())
+        let w = three_masters("127.0.8").await;
+        let (config, masters, kube, nodes) = (&w.config, &w.masters, w.kube.clone(), &w.nodes);
+        register(nodes, &masters[0]).await;
+        agent(&masters[0], config, kube.clone())
             .pass(Mode::Apply)
             .await
             .unwrap();
         let mut procs =
             vec![EtcdProcess::spawn_from_manifest(&etcd, masters[0].root.path()).unwrap()];
         procs[0].wait_healthy(Duration::from_secs(30)).unwrap();
-        register(&nodes, &masters[1]).await;
-        let mut second = agent(&masters[1], &config, kube.clone());
+        register(nodes, &masters[1]).await;
+        let mut second = agent(&masters[1], config, kube.clone());
         let _ = second.pass(Mode::Apply).await;
         procs.push(EtcdProcess::spawn_from_manifest(&etcd, masters[1].root.path()).unwrap());
         pass_until_ok(&mut second).await;
@@ -680,8 +688,8 @@ async fn a_member_killed_during_scale_out_blocks_changes_until_it_returns() {
 
         // master-2 dies during the scale-out: master-3's passes change nothing.
         procs[1].kill();
-        register(&nodes, &masters[2]).await;
-        let mut third = agent(&masters[2], &config, kube.clone());
+        register(nodes, &masters[2]).await;
+        let mut third = agent(&masters[2], config, kube.clone());
         for _ in 0..3 {
             let text = cpm_core::exit::chain(&third.pass(Mode::Apply).await.unwrap_err());
             assert!(
