@@ -29,13 +29,25 @@ pub enum Which {
         /// Seconds per timed phase.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=30))]
         seconds: u64,
+        /// Interleaved rounds of the throughput, latency and connection-rate phases; the median
+        /// of each figure is reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
+        /// Only the traffic phases (throughput, latency, new connections): no memory or failover
+        /// phases. For iterating on the data path.
+        #[arg(long)]
+        traffic_only: bool,
     },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Pki { rounds } => pki(rounds),
-        Which::Proxy { seconds } => bench_proxy::run(seconds),
+        Which::Proxy {
+            seconds,
+            rounds,
+            traffic_only,
+        } => bench_proxy::run(seconds, rounds, traffic_only),
     }
 }
 

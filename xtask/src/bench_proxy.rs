@@ -40,7 +40,7 @@ const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 const IDLE_CONNECTIONS: usize = 9_000;
 
 /// Runs the whole benchmark; `seconds` bounds each timed phase.
-pub fn run(seconds: u64) -> anyhow::Result<()> {
+pub fn run(seconds: u64, rounds: u32, traffic_only: bool) -> anyhow::Result<()> {
     ensure_nginx()?;
     cmd::run(
         "cargo",
@@ -60,7 +60,12 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(bench(&bin, Duration::from_secs(seconds)))
+    rt.block_on(bench(
+        &bin,
+        Duration::from_secs(seconds),
+        rounds,
+        traffic_only,
+    ))
 }
 
 fn ensure_nginx() -> anyhow::Result<()> {
@@ -657,7 +662,13 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-async fn bench(bin: &Path, dur: Duration) -> anyhow::Result<()> {
+/// The median of `v` (upper median for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn bench(bin: &Path, dur: Duration, rounds: u32, traffic_only: bool) -> anyhow::Result<()> {
     let pki = Pki::new()?;
     let a = Upstream::start(&pki, b'a', BACKLOG).await?;
     let b = Upstream::start(&pki, b'b', BACKLOG).await?;
@@ -686,11 +697,15 @@ async fn bench(bin: &Path, dur: Duration) -> anyhow::Result<()> {
         };
 
     for streams in [1usize, 64] {
-        let mut v = [0.0; 3];
-        for (i, (name, addr)) in targets.iter().enumerate() {
-            v[i] = throughput(*addr, streams, dur).await?;
-            eprintln!("throughput {streams} streams via {name}: {}", gbit(v[i]));
+        let mut samples: [Vec<f64>; 3] = Default::default();
+        for _ in 0..rounds {
+            for (i, (name, addr)) in targets.iter().enumerate() {
+                let x = throughput(*addr, streams, dur).await?;
+                eprintln!("throughput {streams} streams via {name}: {}", gbit(x));
+                samples[i].push(x);
+            }
         }
+        let v = samples.map(median);
         push(
             &format!("bulk throughput, {streams} stream(s)"),
             v,
@@ -699,21 +714,22 @@ async fn bench(bin: &Path, dur: Duration) -> anyhow::Result<()> {
         );
     }
     let rate = 2000;
-    let mut p50 = [0.0; 3];
-    let mut p99 = [0.0; 3];
-    let mut max = [0.0; 3];
-    for (i, (name, addr)) in targets.iter().enumerate() {
-        let (a50, a99, amax) = latency(*addr, rate, dur).await?;
-        eprintln!(
-            "latency via {name}: p50 {} p99 {} max {}",
-            ms(a50),
-            ms(a99),
-            ms(amax)
-        );
-        p50[i] = a50.as_secs_f64();
-        p99[i] = a99.as_secs_f64();
-        max[i] = amax.as_secs_f64();
+    let mut lat: [[Vec<f64>; 3]; 3] = Default::default();
+    for _ in 0..rounds {
+        for (i, (name, addr)) in targets.iter().enumerate() {
+            let (a50, a99, amax) = latency(*addr, rate, dur).await?;
+            eprintln!(
+                "latency via {name}: p50 {} p99 {} max {}",
+                ms(a50),
+                ms(a99),
+                ms(amax)
+            );
+            lat[0][i].push(a50.as_secs_f64());
+            lat[1][i].push(a99.as_secs_f64());
+            lat[2][i].push(amax.as_secs_f64());
+        }
     }
+    let [p50, p99, max] = lat.map(|per_target| per_target.map(median));
     let msf = |x: f64| ms(Duration::from_secs_f64(x));
     push(
         &format!("request/response p50 ({rate}/s, 64 B, 16 conns)"),
@@ -733,20 +749,28 @@ async fn bench(bin: &Path, dur: Duration) -> anyhow::Result<()> {
         &msf,
         false,
     );
-    let mut cps = [0.0; 3];
-    for (i, (name, addr)) in targets.iter().enumerate() {
-        // Let TIME_WAIT from the previous target drain a little.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (r, errors) = conn_rate(*addr, dur).await?;
-        eprintln!("new connections via {name}: {r:.0}/s ({errors} errors)");
-        cps[i] = r;
+    let mut cps: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        for (i, (name, addr)) in targets.iter().enumerate() {
+            // Let TIME_WAIT from the previous target drain a little.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (r, errors) = conn_rate(*addr, dur).await?;
+            eprintln!("new connections via {name}: {r:.0}/s ({errors} errors)");
+            cps[i].push(r);
+        }
     }
+    let cps = cps.map(median);
     push(
         "new connections per second (32 workers)",
         cps,
         &|x| format!("{x:.0}/s"),
         true,
     );
+
+    if traffic_only {
+        print_rows(&rows);
+        return Ok(());
+    }
 
     let mut rss = [0.0; 3];
     let mut base = [0.0; 3];
@@ -877,11 +901,7 @@ async fn bench(bin: &Path, dur: Duration) -> anyhow::Result<()> {
         drop(b);
     }
 
-    println!("| measure | direct | nginx stream | api-proxy | api-proxy vs nginx |");
-    println!("|---|---|---|---|---|");
-    for (what, v, r) in &rows {
-        println!("| {what} | {} | {} | {} | {r}× |", v[0], v[1], v[2]);
-    }
+    print_rows(&rows);
     println!();
     println!(
         "| upstream failure | proxy | probes after the event | failed | stalled ≥ 100 ms | slowest successful probe | last affected probe ended |"
@@ -904,4 +924,12 @@ async fn bench(bin: &Path, dur: Duration) -> anyhow::Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+fn print_rows(rows: &[(String, [String; 3], String)]) {
+    println!("| measure | direct | nginx stream | api-proxy | api-proxy vs nginx |");
+    println!("|---|---|---|---|---|");
+    for (what, v, r) in rows {
+        println!("| {what} | {} | {} | {} | {r}× |", v[0], v[1], v[2]);
+    }
 }

@@ -22,6 +22,8 @@ use tracing::{debug, warn};
 
 use crate::pool::{ActiveGuard, Pool, UpState, Upstream};
 
+mod splice;
+
 /// Data path settings.
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
@@ -31,7 +33,9 @@ pub struct ForwardConfig {
     pub hedge: Duration,
     /// How long connections to an upstream that went down or away stay open.
     pub evict_grace: Duration,
-    /// Copy buffer size per active direction.
+    /// Move bytes with `splice(2)` through a pipe instead of copying them through a buffer.
+    pub splice: bool,
+    /// Pipe or copy buffer size per active direction.
     pub buffer_size: usize,
     /// TCP keepalive idle time (interval is a third of it, 3 probes).
     pub keepalive: Duration,
@@ -106,10 +110,8 @@ pub async fn connect(addr: SocketAddr, cfg: &ForwardConfig) -> io::Result<TcpStr
     }
 }
 
+/// Serves one client connection (its socket options come from the listener).
 async fn handle(client: TcpStream, pool: &Pool, cfg: &Arc<ForwardConfig>) {
-    if let Err(e) = tune(&SockRef::from(&client), cfg) {
-        debug!(error = %e, "cannot set client socket options");
-    }
     let candidates = pool.candidates();
     match connect_any(pool, &candidates, cfg).await {
         Some((server, up, active)) => {
@@ -210,8 +212,8 @@ async fn proxy(
     let evicted = doomed(up, pool, cfg.evict_grace);
     let copy = async {
         tokio::try_join!(
-            one_way(client, server, cfg.buffer_size, &up.counters.tx),
-            one_way(server, client, cfg.buffer_size, &up.counters.rx),
+            one_way(client, server, cfg, &up.counters.tx),
+            one_way(server, client, cfg, &up.counters.rx),
         )
     };
     tokio::select! {
@@ -254,7 +256,7 @@ thread_local! {
 }
 
 /// Buffers kept per thread, at most.
-const POOLED: usize = 64;
+const POOLED: usize = 16;
 
 fn take_buffer(size: usize) -> Vec<u8> {
     BUFFERS
@@ -277,8 +279,43 @@ fn give_back(buf: Vec<u8>) {
     });
 }
 
-/// Copies `src` to `dst` until end of stream, then half-closes `dst`.
-async fn one_way(src: &TcpStream, dst: &TcpStream, size: usize, bytes: &Counter) -> io::Result<()> {
+/// Copies `src` to `dst` until end of stream, then half-closes `dst`: through a pipe with
+/// `splice(2)` (the bytes never enter user space) unless configured otherwise or no pipe can be
+/// had, through a buffer otherwise.
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    cfg: &ForwardConfig,
+    bytes: &Counter,
+) -> io::Result<()> {
+    if cfg.splice {
+        match splice::one_way(src, dst, cfg.buffer_size, bytes).await {
+            Err(splice::NoPipe(e)) => {
+                debug!(error = %e, "no pipe for splice, copying through a buffer");
+            }
+            Ok(r) => return finish(dst, r),
+        }
+    }
+    let r = copy_buffered(src, dst, cfg.buffer_size, bytes).await;
+    finish(dst, r)
+}
+
+/// Half-closes `dst` after a clean end of stream.
+fn finish(dst: &TcpStream, copied: io::Result<()>) -> io::Result<()> {
+    copied?;
+    match SockRef::from(dst).shutdown(Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Copies `src` to `dst` through a pooled buffer until end of stream.
+async fn copy_buffered(
+    src: &TcpStream,
+    dst: &TcpStream,
+    size: usize,
+    bytes: &Counter,
+) -> io::Result<()> {
     let mut buf: Option<Vec<u8>> = None;
     let result = async {
         loop {
@@ -299,10 +336,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, size: usize, bytes: &Counter)
             write_all(dst, &b[..n]).await?;
             bytes.inc_by(n as u64);
         }
-        match SockRef::from(dst).shutdown(Shutdown::Write) {
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-            _ => Ok(()),
-        }
+        Ok(())
     }
     .await;
     if let Some(b) = buf.take() {

@@ -2,11 +2,11 @@
 //! fixed tick (checks overlap when one hangs, so a blackholed upstream fails `fall` checks within
 //! about `interval × (fall − 1) + timeout + interval`), fed into the upstream's hysteresis.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpm_core::http::{Verify, get};
+use cpm_core::http::{Client, Verify};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::MissedTickBehavior;
@@ -40,19 +40,23 @@ pub fn spawn_monitor(
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut state = up.subscribe();
         let mut inflight = JoinSet::new();
+        let mut client = CaClient::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     if inflight.len() >= MAX_IN_FLIGHT {
                         continue;
                     }
-                    match std::fs::read(&cfg.ca_file) {
-                        Ok(pem) => {
+                    match client.current(&cfg.ca_file) {
+                        Ok(c) => {
                             let url = url.clone();
                             let timeout = cfg.timeout;
-                            inflight.spawn(async move { check(&url, pem, timeout).await });
+                            inflight.spawn(async move { check(&c, &url, timeout).await });
                         }
-                        Err(e) => debug!(path = %cfg.ca_file.display(), error = %e, "cannot read the CA: health check skipped"),
+                        Err(e) => {
+                            debug!(path = %cfg.ca_file.display(), error = %e, "CA not usable: health check failed");
+                            up.record_check(false);
+                        }
                     }
                 }
                 Some(result) = inflight.join_next() => {
@@ -73,8 +77,31 @@ pub fn spawn_monitor(
     })
 }
 
-async fn check(url: &str, ca: Vec<u8>, timeout: Duration) -> bool {
-    match get(url, &Verify::Ca(ca), timeout).await {
+/// The HTTPS client for the CA file's current content: re-read every check (the CA can be
+/// rotated), rebuilt only when the bytes change, so checks resume TLS sessions in between.
+#[derive(Default)]
+struct CaClient {
+    pem: Vec<u8>,
+    client: Option<Client>,
+}
+
+impl CaClient {
+    fn current(&mut self, ca_file: &Path) -> anyhow::Result<Client> {
+        let pem = std::fs::read(ca_file)?;
+        match &self.client {
+            Some(c) if pem == self.pem => Ok(c.clone()),
+            _ => {
+                let c = Client::new(&Verify::Ca(pem.clone()))?;
+                self.pem = pem;
+                self.client = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+}
+
+async fn check(client: &Client, url: &str, timeout: Duration) -> bool {
+    match client.get(url, timeout).await {
         Ok(r) if r.status == 200 => true,
         Ok(r) => {
             debug!(url, status = r.status, "health check: not ready");

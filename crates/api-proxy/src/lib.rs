@@ -28,7 +28,7 @@ use cpm_core::config::{ConfigError, ControlPlaneConfiguration};
 use cpm_core::exit::{Code, TERMINATION_LOG, chain, report_fatal};
 use cpm_core::reconcile::Readiness;
 use prometheus_client::registry::Registry;
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -90,8 +90,12 @@ pub struct Cli {
     /// milliseconds.
     #[arg(long, env = "CPM_EVICT_GRACE_MS", default_value_t = 5000)]
     pub evict_grace_ms: u64,
-    /// Copy buffer per active direction of a connection, in bytes.
-    #[arg(long, env = "CPM_BUFFER_SIZE", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(4096..=(16 << 20)))]
+    /// How bytes move between the two sockets of a connection: `splice` (zero-copy, through a
+    /// pipe) or `buffer` (read and write through a user-space buffer).
+    #[arg(long, env = "CPM_COPY", value_enum, default_value_t = CopyMode::Splice)]
+    pub copy: CopyMode,
+    /// Pipe or copy buffer per active direction of a connection, in bytes.
+    #[arg(long, env = "CPM_BUFFER_SIZE", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(4096..=(16 << 20)))]
     pub buffer_size: u64,
     /// How long SIGTERM waits for open connections before closing them, in seconds.
     #[arg(long, env = "CPM_DRAIN_SECONDS", default_value_t = 5)]
@@ -103,6 +107,15 @@ pub struct Cli {
     /// Safety-net reload interval of the upstream file (besides file events), in seconds.
     #[arg(long, env = "CPM_RELOAD_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub reload_seconds: u64,
+}
+
+/// How the data path moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CopyMode {
+    /// `splice(2)` through a pipe: the bytes never enter user space.
+    Splice,
+    /// `read(2)`/`write(2)` through a buffer.
+    Buffer,
 }
 
 /// Everything the proxy runs with, resolved from the command line.
@@ -162,7 +175,7 @@ impl ProxyOptions {
             }
             None => SocketAddr::from(([127, 0, 0, 1], 6445)),
         };
-        let buffer_size = usize::try_from(cli.buffer_size).unwrap_or(65536);
+        let buffer_size = usize::try_from(cli.buffer_size).unwrap_or(262_144);
         Ok(Self {
             listen,
             flags: cli.upstreams.clone(),
@@ -179,6 +192,7 @@ impl ProxyOptions {
                 connect_timeout: Duration::from_millis(cli.connect_timeout_ms),
                 hedge: Duration::from_millis(cli.connect_hedge_ms),
                 evict_grace: Duration::from_millis(cli.evict_grace_ms),
+                splice: cli.copy == CopyMode::Splice,
                 buffer_size,
                 keepalive: Duration::from_secs(30),
                 user_timeout: Duration::from_secs(30),
@@ -254,11 +268,13 @@ impl Proxy {
 }
 
 /// A non-blocking listener on `addr` with SO_REUSEPORT, so each IO worker has its own accept
-/// queue on the same port (the kernel spreads connections; only the same user can join).
-fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// queue on the same port (the kernel spreads connections; only the same user can join). The
+/// client-side socket options are set here once: Linux copies them to every accepted socket.
+fn listen(addr: SocketAddr, cfg: &ForwardConfig) -> std::io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
+    forward::tune(&SockRef::from(&sock), cfg)?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
@@ -384,11 +400,11 @@ pub async fn start(opts: &ProxyOptions, metrics: ProxyMetrics) -> Result<Proxy, 
     } else {
         opts.workers
     };
-    let first = listen(opts.listen).map_err(listen_err)?;
+    let first = listen(opts.listen, &opts.forward).map_err(listen_err)?;
     let addr = first.local_addr().map_err(listen_err)?;
     let mut listeners = vec![first];
     for _ in 1..workers {
-        listeners.push(listen(addr).map_err(listen_err)?);
+        listeners.push(listen(addr, &opts.forward).map_err(listen_err)?);
     }
     let pool = Arc::new(Pool::new(opts.node_ip, opts.rise, opts.fall, metrics));
     let (stop_accept, stop_accept_rx) = watch::channel(false);
@@ -512,4 +528,37 @@ pub async fn run(cli: Cli) -> Code {
     ready.abort();
     proxy.shutdown(Duration::from_secs(cli.drain_seconds)).await;
     Code::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The data path relies on accepted sockets inheriting the listener's options.
+    #[test]
+    fn accepted_sockets_inherit_the_tuned_options() {
+        let cfg = ForwardConfig {
+            connect_timeout: Duration::from_secs(1),
+            hedge: Duration::from_millis(200),
+            evict_grace: Duration::from_secs(5),
+            splice: true,
+            buffer_size: 65536,
+            keepalive: Duration::from_secs(42),
+            user_timeout: Duration::from_secs(17),
+        };
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)), &cfg).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let s = SockRef::from(&accepted);
+        assert!(s.tcp_nodelay().unwrap());
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), Duration::from_secs(14));
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(Duration::from_secs(17)));
+    }
 }

@@ -111,13 +111,39 @@ fn parse(url: &str) -> Result<Target, HttpError> {
 
 /// GETs `url` within `timeout`.
 pub async fn get(url: &str, verify: &Verify, timeout: Duration) -> Result<Response, HttpError> {
-    let target = parse(url)?;
-    let tls = if target.https {
-        Some(client_config(verify)?)
-    } else {
-        None
-    };
-    match tokio::time::timeout(timeout, exchange(&target, tls)).await {
+    Client::new(verify)?.get(url, timeout).await
+}
+
+/// A client that keeps its TLS configuration between requests, so repeated requests to the same
+/// server (health checks) resume TLS sessions instead of verifying the chain each time.
+#[derive(Debug, Clone)]
+pub struct Client {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    /// A client verifying servers as `verify` says.
+    pub fn new(verify: &Verify) -> Result<Self, HttpError> {
+        Ok(Self {
+            tls: client_config(verify)?,
+        })
+    }
+
+    /// GETs `url` within `timeout`.
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<Response, HttpError> {
+        let target = parse(url)?;
+        let tls = target.https.then(|| self.tls.clone());
+        fetch(url, &target, tls, timeout).await
+    }
+}
+
+async fn fetch(
+    url: &str,
+    target: &Target,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    match tokio::time::timeout(timeout, exchange(target, tls)).await {
         Ok(r) => r.map_err(|source| HttpError::Io {
             url: url.to_string(),
             source,

@@ -2,6 +2,7 @@
 //! CA serve `/readyz`, `/id` (their name) and `/stream` (their name, then an echo), and the proxy
 //! runs in-process (or as a process in `process.rs`) in front of them.
 
+mod copy;
 mod failover;
 mod process;
 mod reload;
@@ -116,6 +117,7 @@ impl Cluster {
                 connect_timeout: Duration::from_secs(1),
                 hedge: Duration::from_millis(200),
                 evict_grace: Duration::from_millis(300),
+                splice: true,
                 buffer_size: 16384,
                 keepalive: Duration::from_secs(30),
                 user_timeout: Duration::from_secs(30),
@@ -346,7 +348,8 @@ impl Stream {
     /// Sends a line and reads it back: true when the connection still works.
     pub async fn echo(&mut self, msg: &str) -> bool {
         let line = format!("{msg}\n");
-        if self.io.get_mut().write_all(line.as_bytes()).await.is_err() {
+        let io = self.io.get_mut();
+        if io.write_all(line.as_bytes()).await.is_err() || io.flush().await.is_err() {
             return false;
         }
         let mut back = String::new();
@@ -354,6 +357,20 @@ impl Stream {
             tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut back)).await,
             Ok(Ok(n)) if n > 0 && back == line
         )
+    }
+
+    /// Sends `data` while reading the echo back at the same time; returns what came back.
+    pub async fn roundtrip(&mut self, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
+        let mut back = vec![0u8; data.len()];
+        let send = async {
+            wr.write_all(data).await?;
+            wr.flush().await
+        };
+        let (sent, got) = tokio::join!(send, rd.read_exact(&mut back));
+        sent.context("send")?;
+        got.context("read back")?;
+        Ok(back)
     }
 
     /// Waits up to `limit` for the connection to be closed; true when it was.
