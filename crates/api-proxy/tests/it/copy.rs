@@ -16,7 +16,7 @@ async fn bulk_echo(splice: bool) {
 
     // 4 MiB of varied bytes; TLS would reject any byte changed on the way (record MAC).
     let data: Vec<u8> = (0..4u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[2])
         .collect();
     let mut stream = Stream::open(proxy.addr, &cluster).await.unwrap();
     let back = tokio::time::timeout(Duration::from_secs(60), stream.roundtrip(&data))
