@@ -49,6 +49,8 @@ pub mod etcd;
 #[cfg(feature = "http-client")]
 pub mod http;
 #[cfg(feature = "kube")]
+pub mod controlplanenode;
+#[cfg(feature = "kube")]
 pub mod kube;
 #[cfg(feature = "kube")]
 pub mod lease;

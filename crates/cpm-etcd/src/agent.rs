@@ -63,6 +63,8 @@ pub struct ReadError {
 pub struct Current {
     /// Every `--flag=value`.
     pub flags: BTreeMap<String, String>,
+    /// The etcd image tag it runs (`3.6.4-0`).
+    pub image_tag: Option<String>,
 }
 
 impl Current {
@@ -76,7 +78,12 @@ impl Current {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
             })
             .collect();
-        Self { flags }
+        let image_tag = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("image: "))
+            .and_then(|i| i.trim_matches(['"', '\'']).rsplit_once(':'))
+            .map(|(_, t)| t.to_string());
+        Self { flags, image_tag }
     }
 
     /// The members of `--initial-cluster`.
@@ -415,6 +422,7 @@ impl Agent for EtcdAgent {
             state,
             quota_bytes: rendered_quota,
             pki_files: &pki_files,
+            running_tag: current.as_ref().and_then(|c| c.image_tag.as_deref()),
         };
         let rendered = render(&inputs).ok_or_else(|| {
             PassError::input(std::io::Error::other(

@@ -52,6 +52,24 @@ pub struct Inputs<'a> {
     pub quota_bytes: u64,
     /// The certificates and keys it reads, by host path (`None`: missing).
     pub pki_files: &'a BTreeMap<String, Option<Vec<u8>>>,
+    /// The etcd image tag the node runs now, if any.
+    pub running_tag: Option<&'a str>,
+}
+
+/// `major.minor` of an etcd tag (`3.6.4-0` → `(3, 6)`).
+fn etcd_minor(tag: &str) -> Option<(u32, u32)> {
+    let mut p = tag.split(['.', '-']);
+    Some((p.next()?.parse().ok()?, p.next()?.parse().ok()?))
+}
+
+/// The etcd tag to run: the version map's, except that etcd never moves to an older minor than
+/// the one it runs (an older etcd minor cannot read a newer one's data without etcd's own
+/// downgrade procedure), so a Kubernetes downgrade such as 1.34 → 1.33 keeps etcd 3.6.
+pub fn etcd_tag<'a>(mapped: &'a str, running: Option<&'a str>) -> &'a str {
+    match (running, running.and_then(etcd_minor), etcd_minor(mapped)) {
+        (Some(r), Some(rm), Some(mm)) if rm > mm => r,
+        _ => mapped,
+    }
 }
 
 /// The certificates and keys etcd reads.
@@ -160,7 +178,11 @@ pub fn render(i: &Inputs<'_>) -> Option<Rendered> {
         .collect();
     let p = pod(&StaticPod {
         name: "etcd".into(),
-        image: format!("{}/etcd:{}", i.config.image_repository, v.etcd),
+        image: format!(
+            "{}/etcd:{}",
+            i.config.image_repository,
+            etcd_tag(v.etcd, i.running_tag)
+        ),
         command,
         probes: Probes {
             host: "127.0.0.1".into(),

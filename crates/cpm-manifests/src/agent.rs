@@ -25,7 +25,10 @@ use crate::health::{Check, GateError, default_checks, wait_healthy};
 use crate::layout::{BACKUP_DIR, Component, ENCRYPTION_CONFIG, SCHEDULER_CONFIG, node_path, pki};
 use crate::metrics::ManifestMetrics;
 use crate::pods::CHECKSUM_ANNOTATION;
+use crate::rollout::{Prepared, Rollout, RolloutError, RolloutOptions, minor_on_disk};
 use crate::scheduler;
+use cpm_core::config::KubernetesMinor;
+use sha2::{Digest, Sha256};
 
 /// The agent's name in logs and metrics.
 pub const AGENT: &str = "cpm-manifests";
@@ -105,6 +108,8 @@ pub struct ManifestsAgent {
     pub checks: Option<BTreeMap<Component, Vec<Check>>>,
     /// Checksums that failed their gate: not applied again until the inputs change.
     held_back: BTreeMap<Component, String>,
+    /// Version rollouts across masters (used with a cluster client).
+    pub rollout: Rollout,
 }
 
 impl ManifestsAgent {
@@ -123,6 +128,7 @@ impl ManifestsAgent {
             gate_settle: Duration::from_secs(20),
             checks: None,
             held_back: BTreeMap::new(),
+            rollout: Rollout::new(RolloutOptions::default()),
         }
     }
 
@@ -184,11 +190,74 @@ impl ManifestsAgent {
         paths
     }
 
+    /// The checks of `c`; replacement checks (tests) that name a `gitVersion` expect `version`.
     fn checks(&self, c: Component, ip: IpAddr, version: &str) -> Vec<Check> {
-        self.checks
-            .as_ref()
-            .and_then(|m| m.get(&c).cloned())
-            .unwrap_or_else(|| default_checks(c, ip, version))
+        match self.checks.as_ref().and_then(|m| m.get(&c).cloned()) {
+            Some(mut checks) => {
+                for check in &mut checks {
+                    if check.git_version.is_some() {
+                        check.git_version = Some(version.to_string());
+                    }
+                }
+                checks
+            }
+            None => default_checks(c, ip, version),
+        }
+    }
+
+    /// The minor this pass renders: the configured one without a cluster client; with one, what
+    /// the rollout decides (the node's current minor when the cluster cannot tell).
+    async fn version_for_pass(
+        &mut self,
+        root: &NodeRoot,
+        target: KubernetesMinor,
+        on_disk: Option<KubernetesMinor>,
+        mode: Mode,
+    ) -> Result<(KubernetesMinor, Option<Prepared>), PassError> {
+        let Some(client) = self.client.clone() else {
+            return Ok((target, None));
+        };
+        let current = on_disk.unwrap_or(target);
+        let node = match self.args.node_name() {
+            Ok(n) if mode == Mode::Apply => n,
+            _ => return Ok((current, None)),
+        };
+        let hash = match std::fs::read(&self.args.config) {
+            Ok(bytes) => hex(&Sha256::digest(&bytes)),
+            Err(e) => {
+                return Err(PassError::runtime(RunError::Read {
+                    path: self.args.config.clone(),
+                    source: e,
+                }));
+            }
+        };
+        match self
+            .rollout
+            .prepare(&client, root, &node, target, on_disk, &hash)
+            .await
+        {
+            Ok(p) => {
+                if let Some(m) = &self.metrics {
+                    m.rollout_failed(&node, self.rollout.failed);
+                }
+                match &p {
+                    Prepared::Stay {
+                        waiting: Some(why), ..
+                    } => warn!("{why}"),
+                    Prepared::Step { .. } => self.held_back.clear(),
+                    Prepared::Stay { .. } => {}
+                }
+                Ok((p.version(), Some(p)))
+            }
+            Err(RolloutError::Policy(e)) => Err(PassError::runtime(RunError::Gate(format!(
+                "{}: {e}",
+                self.args.config.display()
+            )))),
+            Err(e) => {
+                warn!(error = %cpm_core::exit::chain(&e), version = %current, "rollout state unavailable: the node keeps its version");
+                Ok((current, None))
+            }
+        }
     }
 }
 
@@ -362,6 +431,13 @@ impl Agent for ManifestsAgent {
             }
         }
         let current_apiserver = read(&Component::Apiserver.manifest())?;
+        let on_disk = current_apiserver.as_deref().and_then(minor_on_disk);
+        let (version_minor, prepared) = self
+            .version_for_pass(&root, cfg.kubernetes_version, on_disk, mode)
+            .await?;
+        let mut rendered = cfg.clone();
+        rendered.kubernetes_version = version_minor;
+        let cfg = &rendered;
         let peers = match &self.client {
             Some(c) => match peers_from_api(c, loaded.node_ip).await {
                 Ok(p) => p,
@@ -412,7 +488,14 @@ impl Agent for ManifestsAgent {
             .flatten()
             .unwrap_or_default();
         let mut failures = Vec::new();
-        for m in &d.manifests {
+        let mut order: Vec<&crate::desired::Manifest> = d.manifests.iter().collect();
+        if let Some(Prepared::Step { from, to }) = &prepared
+            && to < from
+        {
+            // Downgrade: the reverse of the upgrade order, the apiserver last.
+            order.reverse();
+        }
+        for m in order {
             let p = plan(&root, &m.set).map_err(PassError::runtime)?;
             if p.is_empty() {
                 self.held_back.remove(&m.component);
@@ -475,10 +558,51 @@ impl Agent for ManifestsAgent {
                 }
             }
         }
+        self.after_pass(&root, prepared, &failures).await;
         if !failures.is_empty() {
             return Err(PassError::runtime(RunError::Gate(failures.join("; "))));
         }
         Ok(outcome)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ManifestsAgent {
+    /// Records this pass in the cluster: the end of a rollout step, or the components' state.
+    async fn after_pass(
+        &mut self,
+        root: &NodeRoot,
+        prepared: Option<Prepared>,
+        failures: &[String],
+    ) {
+        let (Some(client), Ok(node)) = (self.client.clone(), self.args.node_name()) else {
+            return;
+        };
+        let recorded = match prepared {
+            Some(Prepared::Step { from, to }) => {
+                let gate = if failures.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failures.join("; "))
+                };
+                let r = self
+                    .rollout
+                    .finish(&client, root, &node, from, to, gate)
+                    .await;
+                if let Some(m) = &self.metrics {
+                    m.rollout_failed(&node, self.rollout.failed);
+                }
+                r
+            }
+            Some(Prepared::Stay { .. }) => Rollout::record_components(&client, root, &node).await,
+            None => Ok(()),
+        };
+        if let Err(e) = recorded {
+            warn!(error = %cpm_core::exit::chain(&e), "cannot record the rollout state in the cluster");
+        }
     }
 }
 

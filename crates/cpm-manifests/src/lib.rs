@@ -10,6 +10,7 @@ pub mod health;
 pub mod layout;
 pub mod metrics;
 pub mod pods;
+pub mod rollout;
 pub mod scheduler;
 
 use std::net::SocketAddr;
@@ -53,7 +54,8 @@ pub struct Cli {
 /// cpm-manifests' commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the KubeSchedulerWebhookConfiguration CRD.
+    /// Print the CRDs cpm-manifests uses: KubeSchedulerWebhookConfiguration and
+    /// ControlPlaneNode (two YAML documents).
     Crd,
 }
 
@@ -61,6 +63,10 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Code {
     if let Some(Command::Crd) = cli.command {
         print!("{}", scheduler::crd_yaml());
+        // Plain JSON data: serialising it cannot fail.
+        let cpn = serde_saphyr::to_string(&cpm_core::controlplanenode::crd())
+            .expect("invariant: the CRD serialises to YAML");
+        print!("---\n{cpn}");
         return Code::Ok;
     }
     let client = match cpm_core::kube::optional_client(cli.common.kubeconfig.as_deref()).await {

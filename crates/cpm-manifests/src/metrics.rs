@@ -5,6 +5,7 @@
 //! | `cpm_static_pod_rollbacks_total` | counter | `component` |
 //! | `cpm_static_pod_held_back` | gauge (1 while a failed manifest is held back) | `component` |
 //! | `cpm_scheduler_webhooks` | gauge | `state` (`rendered`, `rejected`) |
+//! | `cpm_rollout_failed` | gauge (1 while this master's last version rollout failed) | `node` |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,11 +23,19 @@ pub struct ComponentLabel {
     pub component: String,
 }
 
+/// `node` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// Node name.
+    pub node: String,
+}
+
 /// The manifest metrics.
 #[derive(Debug, Clone)]
 pub struct ManifestMetrics {
     rollbacks: Family<ComponentLabel, Counter>,
     held_back: Family<ComponentLabel, Gauge>,
+    rollout_failed: Family<NodeLabel, Gauge>,
     /// Scheduler webhook states.
     pub webhooks: SchedulerWebhookMetrics,
 }
@@ -37,6 +46,7 @@ impl ManifestMetrics {
         let m = Self {
             rollbacks: Family::default(),
             held_back: Family::default(),
+            rollout_failed: Family::default(),
             webhooks: SchedulerWebhookMetrics::register(registry),
         };
         registry.register(
@@ -49,7 +59,21 @@ impl ManifestMetrics {
             "1 while a manifest that failed its health gate is held back",
             m.held_back.clone(),
         );
+        registry.register(
+            "cpm_rollout_failed",
+            "1 while this master's last version rollout failed (rolled back; the rollout is halted)",
+            m.rollout_failed.clone(),
+        );
         m
+    }
+
+    /// Sets whether the last rollout of `node` failed.
+    pub fn rollout_failed(&self, node: &str, failed: bool) {
+        self.rollout_failed
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .set(i64::from(failed));
     }
 
     /// Records a rollback of `component`.

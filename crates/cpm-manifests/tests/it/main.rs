@@ -4,4 +4,5 @@
 mod agent;
 mod cluster;
 mod golden;
+mod rollout;
 mod scheduler;
