@@ -13,6 +13,10 @@ use cpm_testing::openssl::{OpensslCert, issue};
 
 use crate::cmd::{self, workspace_root};
 
+#[path = "bench_backup.rs"]
+mod bench_backup;
+#[path = "bench_metrics_proxy.rs"]
+mod bench_metrics_proxy;
 #[path = "bench_proxy.rs"]
 mod bench_proxy;
 
@@ -38,6 +42,30 @@ pub enum Which {
         #[arg(long)]
         traffic_only: bool,
     },
+    /// metrics-rbac-proxy: a ~200 KiB scrape directly and through the proxy (token, warm cache).
+    MetricsProxy {
+        /// Seconds per timed phase.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+        seconds: u64,
+        /// Scrapes per second in the fixed-rate latency phase.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        rate: u32,
+    },
+    /// etcd snapshots: etcd-backup against `etcdctl snapshot save` on the same filled etcd.
+    Backup {
+        /// The first DB size to fill to, MiB.
+        #[arg(long, default_value_t = 256)]
+        small_mib: u64,
+        /// The second DB size, MiB (the same etcd, grown).
+        #[arg(long, default_value_t = 1024)]
+        large_mib: u64,
+        /// Rounds per tool and size (the median wall time is reported).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
+        /// Concurrent etcdctl processes filling the DB.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+    },
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -48,6 +76,13 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             rounds,
             traffic_only,
         } => bench_proxy::run(seconds, rounds, traffic_only),
+        Which::MetricsProxy { seconds, rate } => bench_metrics_proxy::run(seconds, rate),
+        Which::Backup {
+            small_mib,
+            large_mib,
+            rounds,
+            parallel,
+        } => bench_backup::run(&[small_mib, large_mib], rounds, parallel),
     }
 }
 

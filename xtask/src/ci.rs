@@ -5,7 +5,7 @@ use crate::cmd::{self, have};
 /// Crates checked one by one with their default features, so none leans on features another
 /// crate unifies in. Clippy and the tests run with all features, so feature-gated code is built
 /// and tested too.
-const CRATES: [&str; 9] = [
+const CRATES: [&str; 11] = [
     "cpm-core",
     "cpm-certs",
     "cpm-etcd",
@@ -15,6 +15,8 @@ const CRATES: [&str; 9] = [
     "api-proxy",
     "proxy-reloader",
     "etcd-backup",
+    "metrics-rbac-proxy",
+    "cpm-holder",
 ];
 
 pub fn run(no_install: bool) -> anyhow::Result<()> {
@@ -66,5 +68,7 @@ pub fn run(no_install: bool) -> anyhow::Result<()> {
         "cargo",
         &["test", "--workspace", "--all-features", "--locked", "--doc"],
     )?;
+    // Static release build of every binary, then the image checks (slow: minutes cold).
+    cmd::run("cargo", &["xtask", "images", "--test"])?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! a certificate from another CA (refused). The tree stays under `target/demo` to explore.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -42,8 +43,16 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("invariant: UTF-8 path")
 }
 
-pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
+pub fn run(dir: &Path, masters: u8, clean: bool) -> anyhow::Result<()> {
     let dir = workspace_root().join(dir);
+    if clean {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        eprintln!("removed {}", dir.display());
+        return Ok(());
+    }
     if !(have("openssl") && have("etcd") && have("etcdctl")) {
         step("installing openssl, etcd and etcdctl from Debian packages");
         cmd::run("bash", &[".ci/install-deps"])?;
@@ -64,6 +73,8 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
             "cpm-etcd",
             "-p",
             "etcd-backup",
+            "-p",
+            "api-proxy",
         ],
     )?;
     let bin = workspace_root().join("target/debug/cpm-certs");
@@ -134,7 +145,22 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
     let server = kubeconfigs(&rt, &config, &pki, &roots)?;
     let procs = etcd_cluster(&rt, &server, &config, &pki, &roots)?;
     manifests(&rt, &server, &config, &pki, &roots)?;
-    drop(server);
+    if have("kubectl") {
+        step("kubectl get controlplanenodes: each master's version and rollout record");
+        let admin = roots[0].2.join("etc/kubernetes/admin.conf");
+        cmd::run(
+            "kubectl",
+            &[
+                "--kubeconfig",
+                s(&admin),
+                "get",
+                "controlplanenodes",
+                "-o",
+                "custom-columns=NAME:.metadata.name,VERSION:.status.version,HIGHEST:.status.highestVersion,ROLLOUT:.status.rollout.phase,APISERVER:.status.components.kube-apiserver.version",
+            ],
+        )?;
+    }
+    let proxy_state = api_proxy(&rt, server, &pki, &dir, &roots)?;
     step("master-1: cpm-certs check-expiration (leaves, kubeconfig client certificates, CAs)");
     cmd::run(s(&bin), &["check-expiration", "--root", s(&roots[0].2)])?;
 
@@ -229,6 +255,18 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         .concat(),
         false,
     )?;
+    let members = Command::new("etcdctl")
+        .args(&good)
+        .args(["member", "list", "-w", "simple"])
+        .env("ETCDCTL_API", "3")
+        .output()?;
+    let etcd_members = format!(
+        "{} started members ({endpoints})",
+        String::from_utf8_lossy(&members.stdout)
+            .lines()
+            .filter(|l| l.contains("started"))
+            .count()
+    );
     let logs: Vec<PathBuf> = procs.iter().map(|p| p.log.clone()).collect();
     drop(procs);
     // etcd's side of the refusal (read after exit, when its log is complete).
@@ -244,11 +282,199 @@ pub fn run(dir: &Path, masters: u8) -> anyhow::Result<()> {
         }
     }
 
+    summary(&roots, &etcd_members, &backups, &proxy_state)?;
     eprintln!(
-        "\ndemo complete: {masters} masters (PKI, kubeconfigs, static pods, etcd members) under {}; etcd stopped",
+        "\ndemo complete: {masters} masters (PKI, kubeconfigs, static pods, etcd members, a backup, the API proxy) under {}; processes stopped; `cargo xtask demo --clean` removes it",
         dir.display()
     );
     Ok(())
+}
+
+/// The closing summary: certificates and their expiry, etcd members, backups, proxy state.
+fn summary(
+    roots: &[(String, String, PathBuf)],
+    etcd: &str,
+    backups: &Path,
+    proxy: &str,
+) -> anyhow::Result<()> {
+    step("summary");
+    let certs = workspace_root().join("target/debug/cpm-certs");
+    for (name, _, root) in roots {
+        let out = Command::new(&certs)
+            .args(["check-expiration", "--output", "json", "--root", s(root)])
+            .output()?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{name}: check-expiration --output json"))?;
+        let rows: Vec<&serde_json::Value> = report
+            .as_object()
+            .map(|o| o.values().filter_map(|v| v.as_array()).flatten().collect())
+            .unwrap_or_default();
+        let mut expiries: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.get("notAfter").or_else(|| r.get("expires")))
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        expiries.sort();
+        eprintln!(
+            "   {name}: {} certificates, earliest expiry {}",
+            rows.len(),
+            expiries.first().map_or("?", String::as_str)
+        );
+    }
+    eprintln!("   etcd: {etcd}");
+    let mut snaps: Vec<String> = std::fs::read_dir(backups)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("etcd-") && !n.ends_with(".json"))
+        .collect();
+    snaps.sort();
+    eprintln!(
+        "   backups: {} in {} (newest {})",
+        snaps.len(),
+        backups.display(),
+        snaps.last().map_or("none", String::as_str)
+    );
+    eprintln!("   api-proxy: {proxy}");
+    Ok(())
+}
+
+/// The node-local API proxy in front of two API servers (the demo's test server and a second
+/// one with the same cluster CA): kubectl through it, then one upstream dies and kubectl keeps
+/// working through the other. Returns the proxy's final upstream state.
+fn api_proxy(
+    rt: &tokio::runtime::Runtime,
+    first: cpm_testing::apiserver::ApiServer,
+    pki: &Path,
+    dir: &Path,
+    roots: &[(String, String, PathBuf)],
+) -> anyhow::Result<String> {
+    use cpm_testing::apiserver::{ApiServer, ApiServerOptions, CertAndKey};
+    step("api-proxy on master-1 in front of two API servers (health-checked with the cluster CA)");
+    let ca = CertAndKey {
+        cert_pem: std::fs::read_to_string(pki.join("ca.crt"))?,
+        key_pem: std::fs::read_to_string(pki.join("ca.key"))?,
+    };
+    let second = rt.block_on(ApiServer::start_with(ApiServerOptions {
+        ca: Some(ca),
+        ..ApiServerOptions::standard()
+    }))?;
+    let (a, b) = (first.addr(), second.addr());
+    let port = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let listen = format!("127.0.0.1:{}", port()?);
+    let admin = format!("127.0.0.1:{}", port()?);
+    let root = &roots[0].2;
+    let log = std::fs::File::create(dir.join("api-proxy.log"))?;
+    let mut child = Command::new(workspace_root().join("target/debug/api-proxy"))
+        .args(["--root", s(root), "--config", s(&dir.join("config.yaml"))])
+        .args(["--node-name", "master-1", "--node-ip", "127.0.0.1"])
+        .args(["--listen", &listen, "--admin-addr", &admin])
+        .args(["--ca-file", s(&pki.join("ca.crt"))])
+        .args(["--upstream", &a.to_string(), "--upstream", &b.to_string()])
+        .args(["--health-interval-ms", "200", "--health-timeout-ms", "300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start api-proxy")?;
+    let result = (|| -> anyhow::Result<String> {
+        let metrics = || -> String {
+            rt.block_on(cpm_core::http::get(
+                &format!("http://{admin}/metrics"),
+                &cpm_core::http::Verify::Insecure,
+                Duration::from_secs(2),
+            ))
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .unwrap_or_default()
+        };
+        let healthy = |m: &str, up: std::net::SocketAddr| {
+            m.lines().any(|l| {
+                l.starts_with("cpm_api_proxy_upstream_healthy")
+                    && l.contains(&format!("\"{up}\""))
+                    && l.ends_with(" 1")
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let m = metrics();
+            if healthy(&m, a) && healthy(&m, b) {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "api-proxy upstreams not healthy; see {}",
+                dir.join("api-proxy.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("   {listen} -> {a} (healthy), {b} (healthy)");
+        let admin_conf = root.join("etc/kubernetes/admin.conf");
+        let through = |n: usize| -> anyhow::Result<()> {
+            for _ in 0..n {
+                let out = Command::new("kubectl")
+                    .args(["--kubeconfig", s(&admin_conf)])
+                    .args(["--server", &format!("https://{listen}")])
+                    .args(["--tls-server-name", "127.0.0.1", "get", "--raw", "/readyz"])
+                    .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "kubectl through api-proxy failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        if !have("kubectl") {
+            eprintln!("   (kubectl is not installed: skipping the requests through the proxy)");
+            return Ok(format!("{a} and {b} healthy"));
+        }
+        through(6)?;
+        let served = |srv: &ApiServer| {
+            srv.requests()
+                .iter()
+                .filter(|r| {
+                    r.path.starts_with("/readyz")
+                        && r.user.as_deref().is_some_and(|u| u != "system:anonymous")
+                })
+                .count()
+        };
+        eprintln!(
+            "   6 x kubectl get --raw /readyz through the proxy: {} served by {a}, {} by {b}",
+            served(&first),
+            served(&second)
+        );
+        step(&format!(
+            "the API server at {a} dies: kubectl keeps working through {b}"
+        ));
+        drop(first);
+        through(6)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let m = loop {
+            let m = metrics();
+            if !healthy(&m, a) || std::time::Instant::now() > deadline {
+                break m;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let failovers = m
+            .lines()
+            .find(|l| l.starts_with("cpm_api_proxy_failovers_total"))
+            .unwrap_or("cpm_api_proxy_failovers_total ?")
+            .to_string();
+        let state = format!(
+            "{a} {}, {b} {}; {failovers}",
+            if healthy(&m, a) { "healthy" } else { "down" },
+            if healthy(&m, b) { "healthy" } else { "down" }
+        );
+        eprintln!("   6 more requests succeeded; {state}");
+        Ok(state)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(second);
+    result
 }
 
 /// cpm-kubeconfig on every master, against the project's test API server (no kube-apiserver
@@ -271,6 +497,14 @@ fn kubeconfigs(
         ..ApiServerOptions::standard()
     }))?;
     eprintln!("   listening on {}", server.url());
+    // The CRD of the per-master rollout records (ControlPlaneNode), as manifests/ installs it.
+    let crds: kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = kube::Api::all(rt.block_on(server.admin_client())?);
+    rt.block_on(crds.create(
+        &kube::api::PostParams::default(),
+        &serde_json::from_value(cpm_core::controlplanenode::crd())?,
+    ))?;
     // Admins reach the API through controlPlaneEndpoint: here, the test server.
     let text = format!("{CONFIG}controlPlaneEndpoint: {}\n", server.url());
     cpm_core::apply::write_atomic(config, text.as_bytes(), 0o600, None, None)?;

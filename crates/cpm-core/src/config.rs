@@ -199,6 +199,25 @@ pub struct Backup {
     pub directory: PathBuf,
     #[serde(default = "defaults::backup_keep")]
     pub keep: u32,
+    /// Also keep the newest backup of each of the N most recent UTC days that have one.
+    #[serde(default)]
+    pub keep_daily: u32,
+    /// Also keep the newest backup of each of the N most recent ISO weeks that have one.
+    #[serde(default)]
+    pub keep_weekly: u32,
+    /// How backups are stored.
+    #[serde(default = "defaults::backup_compression")]
+    pub compression: BackupCompression,
+}
+
+/// `etcd.backup.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupCompression {
+    /// The snapshot as etcd sends it (`.db`).
+    None,
+    /// Streamed zstd (`.db.zst`).
+    Zstd,
 }
 
 /// The node-local API proxy.
@@ -528,6 +547,9 @@ mod defaults {
     pub fn backup_keep() -> u32 {
         7
     }
+    pub fn backup_compression() -> BackupCompression {
+        BackupCompression::None
+    }
     pub fn api_proxy_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 6445))
     }
@@ -596,6 +618,9 @@ impl Backup {
             schedule: defaults::backup_schedule(),
             directory: defaults::backup_directory(),
             keep: defaults::backup_keep(),
+            keep_daily: 0,
+            keep_weekly: 0,
+            compression: defaults::backup_compression(),
         }
     }
 }

@@ -28,6 +28,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod apply;
+pub mod backup_status;
 pub mod build;
 pub mod cli;
 pub mod config;
@@ -44,12 +45,12 @@ pub mod watch;
 
 #[cfg(feature = "admin-http")]
 pub mod admin;
+#[cfg(feature = "kube")]
+pub mod controlplanenode;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "http-client")]
 pub mod http;
-#[cfg(feature = "kube")]
-pub mod controlplanenode;
 #[cfg(feature = "kube")]
 pub mod kube;
 #[cfg(feature = "kube")]

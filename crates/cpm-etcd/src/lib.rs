@@ -37,6 +37,10 @@ pub struct Cli {
     /// Seconds a master's Node must be gone before its etcd member is removed.
     #[arg(long, env = "CPM_DEPARTED_GRACE_SECONDS", default_value_t = 300)]
     pub departed_grace_seconds: u64,
+    /// The etcd backup directory whose status file is exported as metrics, as given (default:
+    /// the config's `etcd.backup.directory` under `--root` when `etcd.backup.enabled`).
+    #[arg(long, env = "CPM_BACKUP_DIR")]
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the command line; returns the exit code.
@@ -52,9 +56,28 @@ pub async fn run(cli: Cli) -> Code {
     agent.departed_grace = std::time::Duration::from_secs(cli.departed_grace_seconds);
     let mut registry = Registry::default();
     agent.metrics = Some(metrics::EtcdMetrics::register(&mut registry));
-    if let Err(e) = agent.load_inputs() {
-        report_fatal(&e, Path::new(TERMINATION_LOG));
-        return Code::Usage;
+    let (config, this) = match agent.load_inputs() {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            report_fatal(&e, Path::new(TERMINATION_LOG));
+            return Code::Usage;
+        }
+    };
+    let backup_dir = match &cli.backup_dir {
+        Some(d) => Some(d.clone()),
+        None if config.etcd.backup.enabled => {
+            match cli.common.node_root().host(&config.etcd.backup.directory) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    report_fatal(&e, Path::new(TERMINATION_LOG));
+                    return Code::Usage;
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(dir) = backup_dir {
+        metrics::BackupStatusCollector::register(&mut registry, &dir, &this.name);
     }
     let opts = RunnerOptions {
         default_admin: ADMIN_ADDR,

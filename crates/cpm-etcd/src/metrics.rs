@@ -8,11 +8,22 @@
 //! | `cpm_etcd_quota_backend_bytes` | gauge | – |
 //! | `cpm_etcd_membership_changes_total` | counter | `op` (`add_learner`, `promote`, `remove`) |
 //! | `cpm_etcd_last_membership_change_timestamp_seconds` | gauge | – |
+//! | `cpm_etcd_backup_last_success_timestamp_seconds` | gauge (0: no success recorded) | `node` |
+//! | `cpm_etcd_backup_last_size_bytes` | gauge (size of the last successful backup) | `node` |
+//! | `cpm_etcd_backup_last_failure_timestamp_seconds` | gauge (0: no failure recorded) | `node` |
+//!
+//! The backup gauges are read from the backup directory's status file
+//! ([`cpm_core::backup_status`]) at every scrape, so they follow the snapshot CronJob without
+//! any event.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::path::PathBuf;
+
+use cpm_core::backup_status::{self, BackupStatus};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 /// `role` label.
@@ -108,5 +119,139 @@ impl EtcdMetrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.last_change.set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+}
+
+/// `node` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// The node whose backups these are.
+    pub node: String,
+}
+
+/// Exports the etcd backup status file at scrape time.
+#[derive(Debug)]
+pub struct BackupStatusCollector {
+    /// The status file.
+    pub path: PathBuf,
+    /// The `node` label.
+    pub node: String,
+}
+
+impl BackupStatusCollector {
+    /// Registers a collector for the status file in `backup_dir`.
+    pub fn register(registry: &mut Registry, backup_dir: &std::path::Path, node: &str) {
+        registry.register_collector(Box::new(Self {
+            path: backup_dir.join(backup_status::FILE_NAME),
+            node: node.to_string(),
+        }));
+    }
+
+    /// The exported values: last success time, last size, last failure time (0 when absent).
+    /// A missing file reads as no backup yet; an unreadable one is logged and exports nothing.
+    pub fn values(&self) -> Option<[i64; 3]> {
+        let status = match backup_status::read(&self.path) {
+            Ok(s) => s.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %cpm_core::exit::chain(&e), "etcd backup status unreadable");
+                return None;
+            }
+        };
+        let BackupStatus {
+            last_success,
+            last_failure,
+        } = status;
+        Some([
+            last_success.as_ref().map_or(0, |s| s.timestamp_seconds),
+            last_success.map_or(0, |s| i64::try_from(s.size_bytes).unwrap_or(i64::MAX)),
+            last_failure.map_or(0, |f| f.timestamp_seconds),
+        ])
+    }
+}
+
+impl Collector for BackupStatusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(values) = self.values() else {
+            return Ok(());
+        };
+        let label = NodeLabel {
+            node: self.node.clone(),
+        };
+        let names = [
+            (
+                "cpm_etcd_backup_last_success_timestamp_seconds",
+                "Unix time of the last successful etcd backup of this node (0: none recorded)",
+            ),
+            (
+                "cpm_etcd_backup_last_size_bytes",
+                "Size on disk of the last successful etcd backup of this node",
+            ),
+            (
+                "cpm_etcd_backup_last_failure_timestamp_seconds",
+                "Unix time of the last failed etcd backup of this node (0: none recorded)",
+            ),
+        ];
+        for ((name, help), value) in names.into_iter().zip(values) {
+            let gauge = ConstGauge::new(value);
+            let mut metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpm_core::backup_status::Success;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text
+    }
+
+    #[test]
+    fn backup_gauges_follow_the_status_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut registry = Registry::default();
+        BackupStatusCollector::register(&mut registry, dir.path(), "master-1");
+        let text = scrape(&registry);
+        assert!(
+            text.contains("cpm_etcd_backup_last_success_timestamp_seconds{node=\"master-1\"} 0\n"),
+            "{text}"
+        );
+
+        let status = BackupStatus {
+            last_success: Some(Success {
+                timestamp: "2026-01-02T03:04:05Z".into(),
+                timestamp_seconds: 1_767_323_045,
+                file: "etcd-master-1-20260102T030400Z-rev42.db".into(),
+                revision: 42,
+                size_bytes: 20_480,
+                duration_seconds: 1.5,
+            }),
+            last_failure: None,
+        };
+        backup_status::write(&dir.path().join(backup_status::FILE_NAME), &status).expect("write");
+        let text = scrape(&registry);
+        for line in [
+            "cpm_etcd_backup_last_success_timestamp_seconds{node=\"master-1\"} 1767323045\n",
+            "cpm_etcd_backup_last_size_bytes{node=\"master-1\"} 20480\n",
+            "cpm_etcd_backup_last_failure_timestamp_seconds{node=\"master-1\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+
+        cpm_core::apply::write_atomic(
+            &dir.path().join(backup_status::FILE_NAME),
+            b"not json",
+            0o644,
+            None,
+            None,
+        )
+        .expect("write");
+        let text = scrape(&registry);
+        assert!(!text.contains("cpm_etcd_backup"), "{text}");
     }
 }

@@ -419,6 +419,41 @@ async fn missing_or_unknown_credentials_are_401_unauthorized() -> Result<()> {
 }
 
 #[tokio::test]
+async fn anonymous_requests_reach_only_the_public_info_paths() -> Result<()> {
+    let server = ApiServer::start().await?;
+    server.enforce_authorization(true);
+    let anon = server.client(&Identity::Anonymous).await?;
+    for path in ["/readyz", "/livez", "/healthz", "/version"] {
+        let req = http::Request::get(path).body(Vec::new())?;
+        let text = anon.request_text(req).await?;
+        assert!(!text.is_empty(), "{path}");
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(anon, "default");
+    let r = cms.list(&ListParams::default()).await;
+    assert!(
+        matches!(&r, Err(kube::Error::Api(s)) if s.code == 401),
+        "{r:?}"
+    );
+    let users: Vec<_> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.user, r.code))
+        .collect();
+    let anonymous = Some("system:anonymous".to_string());
+    assert_eq!(
+        users,
+        vec![
+            (anonymous.clone(), 200),
+            (anonymous.clone(), 200),
+            (anonymous.clone(), 200),
+            (anonymous, 200),
+            (None, 401)
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn malformed_bodies_are_400_bad_request() -> Result<()> {
     let (_server, client) = start().await?;
     let r = client

@@ -1,11 +1,16 @@
 //! etcd-backup: verified, rotated etcd snapshots that restore with standard tools.
 //!
-//! `snapshot` streams etcd's snapshot to a hidden temp file, checks etcd's sha256 trailer,
-//! fsyncs and renames it to `etcd-<node>-<UTC>-rev<revision>.db`, writes a JSON sidecar and the
-//! status file, and only then prunes this node's old backups. `verify FILE` checks the trailer of
-//! a file; `list` shows the backups in the directory.
+//! `snapshot` streams etcd's snapshot to a hidden temp file (optionally zstd-compressed on the
+//! way), checks etcd's sha256 trailer, fsyncs and renames it to
+//! `etcd-<node>-<UTC>-rev<revision>.db[.zst]`, writes a JSON sidecar and the status file, and
+//! only then prunes this node's old backups ([`retention`]). `verify FILE` checks a file's
+//! trailer (decompressing it when needed) and its sidecar; `list` shows the backups in the
+//! directory.
 #![warn(clippy::unwrap_used)]
 
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod retention;
 pub mod snapshot;
 pub mod store;
 pub mod trailer;
@@ -17,15 +22,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cpm_core::cli::CommonArgs;
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 
+use crate::retention::Policy;
 use crate::snapshot::SnapshotOptions;
-use crate::store::{IoError, VerifyError};
+use crate::store::{Compression, IoError, VerifyError};
 use crate::trailer::TrailerError;
-
-/// Test-only fault injection (never set in production): `truncate:<bytes>` cuts the stream,
-/// `write-error:<bytes>` fails the write past that many bytes, `free-space:<bytes>` pretends the
-/// filesystem has that much room, `pause:<bytes>:<marker>` writes `marker` after that many bytes
-/// and waits until the marker is removed (at most 30 s), so a test can kill etcd mid-stream.
-pub const FAULT_ENV: &str = "CPM_ETCD_BACKUP_FAULT";
 
 /// The etcd-backup command line.
 #[derive(Debug, Parser)]
@@ -58,8 +58,21 @@ pub enum Command {
         /// Backups of this node to keep, the new one included (default: `etcd.backup.keep`).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
+        /// Also keep the newest backup of each of the N most recent UTC days that have one
+        /// (default: `etcd.backup.keepDaily`).
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        /// Also keep the newest backup of each of the N most recent ISO weeks that have one
+        /// (default: `etcd.backup.keepWeekly`).
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+        /// How to store the snapshot: `none` (`.db`) or `zstd` (`.db.zst`, streamed; `zstd -d`
+        /// gives the `.db` back) (default: `etcd.backup.compression`).
+        #[arg(long, value_enum, env = "CPM_BACKUP_COMPRESS")]
+        compress: Option<Compression>,
     },
-    /// Check a snapshot file's sha256 trailer.
+    /// Check a backup file: etcd's sha256 trailer (after decompression for zstd files) and,
+    /// when `FILE.json` exists, the size and hashes it records.
     Verify {
         /// The snapshot file.
         file: PathBuf,
@@ -79,44 +92,6 @@ pub enum Output {
     Table,
     /// A JSON array.
     Json,
-}
-
-/// A test-only injected failure (see [`FAULT_ENV`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// Cut the stream after this many bytes.
-    Truncate(u64),
-    /// Fail the write that would go past this many bytes.
-    WriteError(u64),
-    /// Pretend the filesystem has this many bytes available.
-    FreeSpace(u64),
-    /// After this many bytes, write the marker file and sleep.
-    Pause {
-        /// Bytes before pausing.
-        after: u64,
-        /// The file written when pausing.
-        marker: PathBuf,
-    },
-}
-
-impl Fault {
-    /// Parses the [`FAULT_ENV`] value.
-    pub fn parse(s: &str) -> Option<Self> {
-        let (kind, rest) = s.split_once(':')?;
-        match kind {
-            "truncate" => rest.parse().ok().map(Self::Truncate),
-            "write-error" => rest.parse().ok().map(Self::WriteError),
-            "free-space" => rest.parse().ok().map(Self::FreeSpace),
-            "pause" => {
-                let (n, marker) = rest.split_once(':')?;
-                Some(Self::Pause {
-                    after: n.parse().ok()?,
-                    marker: marker.into(),
-                })
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Everything that can go wrong; [`BackupError::code`] maps it to the exit-code table.
@@ -140,8 +115,8 @@ pub enum BackupError {
         #[source]
         source: std::io::Error,
     },
-    /// The fault-injection variable is malformed.
-    #[error("invalid {FAULT_ENV}: {0:?}")]
+    /// The fault-injection variable is malformed (feature `fault-injection` only).
+    #[error("invalid CPM_ETCD_BACKUP_FAULT: {0:?}")]
     BadFault(String),
     /// etcd is unreachable.
     #[error(transparent)]
@@ -182,6 +157,9 @@ pub enum BackupError {
     /// A filesystem operation failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The status file could not be written.
+    #[error(transparent)]
+    Status(#[from] cpm_core::backup_status::StatusError),
     /// `verify` found a bad file.
     #[error(transparent)]
     Verify(#[from] VerifyError),
@@ -218,12 +196,24 @@ pub async fn run(cli: Cli) -> Code {
 async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
     match &cli.command {
         Command::Verify { file } => {
-            let checked = store::verify_file(file)?;
+            let v = store::verify_file(file)?;
+            let inner = match v.compression {
+                Compression::None => String::new(),
+                Compression::Zstd => format!(
+                    ", zstd: snapshot {} bytes, sha256 {}",
+                    v.snapshot.size, v.snapshot.sha256
+                ),
+            };
+            let sidecar = if v.sidecar.is_some() {
+                ", matches its sidecar"
+            } else {
+                ", no sidecar"
+            };
             println!(
-                "OK {}: sha256 trailer matches ({} bytes, sha256 {})",
+                "OK {}: sha256 trailer matches ({} bytes, sha256 {}{inner}{sidecar})",
                 file.display(),
-                checked.size,
-                checked.sha256
+                v.size,
+                v.sha256
             );
             Ok(())
         }
@@ -231,11 +221,25 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
             let dir = backup_dir(cli)?;
             print_list(&dir, *output)
         }
-        Command::Snapshot { endpoint, keep } => {
-            let opts = snapshot_options(cli, endpoint, *keep)?;
-            let outcome = tokio::select! {
-                r = snapshot::snapshot(&opts) => r?,
-                () = shutdown_signal() => return Err(BackupError::Interrupted),
+        Command::Snapshot {
+            endpoint,
+            keep,
+            keep_daily,
+            keep_weekly,
+            compress,
+        } => {
+            let opts =
+                snapshot_options(cli, endpoint, [*keep, *keep_daily, *keep_weekly], *compress)?;
+            let result = tokio::select! {
+                r = snapshot::snapshot(&opts) => r,
+                () = shutdown_signal() => Err(BackupError::Interrupted),
+            };
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    snapshot::record_failure(&opts.dir, &e);
+                    return Err(e);
+                }
             };
             println!(
                 "{} revision {} size {} sha256 {}",
@@ -280,21 +284,34 @@ fn backup_dir(cli: &Cli) -> Result<PathBuf, BackupError> {
     }
 }
 
+/// The snapshot's options from the flags, falling back to the config (read only when a flag
+/// is missing).
 fn snapshot_options(
     cli: &Cli,
     endpoint: &str,
-    keep: Option<u32>,
+    [keep, daily, weekly]: [Option<u32>; 3],
+    compression: Option<Compression>,
 ) -> Result<SnapshotOptions, BackupError> {
     let node = cli.common.node_name()?;
     let dir = backup_dir(cli)?;
-    let keep = match keep {
-        Some(k) => k,
-        None => config(cli)?.etcd.backup.keep,
+    let (keep, daily, weekly, compression) = match (keep, daily, weekly, compression) {
+        (Some(k), Some(d), Some(w), Some(c)) => (k, d, w, c),
+        _ => {
+            let b = config(cli)?.etcd.backup;
+            (
+                keep.unwrap_or(b.keep),
+                daily.unwrap_or(b.keep_daily),
+                weekly.unwrap_or(b.keep_weekly),
+                compression.unwrap_or(match b.compression {
+                    cpm_core::config::BackupCompression::None => Compression::None,
+                    cpm_core::config::BackupCompression::Zstd => Compression::Zstd,
+                }),
+            )
+        }
     };
-    let fault = match std::env::var(FAULT_ENV) {
-        Ok(v) if !v.is_empty() => Some(Fault::parse(&v).ok_or(BackupError::BadFault(v))?),
-        _ => None,
-    };
+    let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    #[cfg(feature = "fault-injection")]
+    let fault = crate::fault::Fault::from_env().map_err(BackupError::BadFault)?;
     let root = cli.common.node_root();
     let read = |rel: &str| -> Result<Vec<u8>, BackupError> {
         let path = root.join(rel)?;
@@ -311,8 +328,15 @@ fn snapshot_options(
     Ok(SnapshotOptions {
         dir,
         node,
-        keep: usize::try_from(keep).unwrap_or(usize::MAX),
+        policy: Policy {
+            keep: count(keep),
+            daily: count(daily),
+            weekly: count(weekly),
+        },
+        compression,
         etcd,
+        progress: snapshot::stderr_is_terminal(),
+        #[cfg(feature = "fault-injection")]
         fault,
     })
 }
@@ -325,8 +349,10 @@ struct ListEntry {
     node: String,
     timestamp: String,
     revision: i64,
+    compression: Compression,
     size: Option<u64>,
     sha256: Option<String>,
+    snapshot_size: Option<u64>,
     created: Option<String>,
     etcd_version: Option<String>,
 }
@@ -337,10 +363,12 @@ fn print_list(dir: &Path, output: Output) -> Result<(), BackupError> {
         .map(|(n, s)| ListEntry {
             file: n.file_name(),
             node: n.node.clone(),
-            timestamp: n.timestamp.clone(),
+            timestamp: n.timestamp(),
             revision: s.as_ref().map_or(n.revision, |s| s.revision),
+            compression: n.compression,
             size: s.as_ref().map(|s| s.size),
             sha256: s.as_ref().map(|s| s.sha256.clone()),
+            snapshot_size: s.as_ref().map(|s| s.snapshot_size.unwrap_or(s.size)),
             created: s.as_ref().map(|s| s.created.clone()),
             etcd_version: s.map(|s| s.etcd_version),
         })
@@ -359,15 +387,17 @@ fn print_list(dir: &Path, output: Output) -> Result<(), BackupError> {
                 .unwrap_or(4)
                 .max(4);
             println!(
-                "{:<width$}  {:>10}  {:>12}  CREATED",
-                "FILE", "REVISION", "SIZE"
+                "{:<width$}  {:>10}  {:>12}  {:>13}  CREATED",
+                "FILE", "REVISION", "SIZE", "SNAPSHOT SIZE"
             );
+            let num = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |s| s.to_string());
             for e in &entries {
                 println!(
-                    "{:<width$}  {:>10}  {:>12}  {}",
+                    "{:<width$}  {:>10}  {:>12}  {:>13}  {}",
                     e.file,
                     e.revision,
-                    e.size.map_or_else(|| "-".to_string(), |s| s.to_string()),
+                    num(e.size),
+                    num(e.snapshot_size),
                     e.created.as_deref().unwrap_or("- (no sidecar)"),
                 );
             }

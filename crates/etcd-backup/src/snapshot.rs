@@ -1,26 +1,34 @@
-//! `etcd-backup snapshot`: status, free-space check, the snapshot streamed to a hidden temp file
-//! in the backup directory (constant memory), the trailer verified, fsync, rename, sidecar,
-//! status file, and only then retention.
+//! `etcd-backup snapshot`: the free-space check, the snapshot streamed to a hidden temp file in
+//! the backup directory (constant memory, optionally zstd-compressed on the way), the trailer
+//! verified, fsync, rename, sidecar, status file, and only then retention.
 
+use std::io::IsTerminal;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cpm_core::apply::write_atomic;
+use cpm_core::backup_status::{self, BackupStatus, Failure, Success};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use time::PrimitiveDateTime;
 use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
 use tokio::io::AsyncWriteExt;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::store::{
-    BackupName, IoError, STATUS_FILE, Sidecar, Status, TEMP_PREFIX, prune, sync_dir,
-};
-use crate::trailer::TrailerHasher;
-use crate::{BackupError, Fault};
+use crate::BackupError;
+use crate::retention::Policy;
+use crate::store::{BackupName, Compression, IoError, Sidecar, TEMP_PREFIX, prune, sync_dir};
+use crate::trailer::{TrailerHasher, hex};
 
 /// How long the stream may go without a message before the snapshot is abandoned.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The write buffer between the stream and the file (etcd sends 32 KiB messages).
+pub const WRITE_BUFFER: usize = 1 << 20;
+
+/// The zstd level of compressed backups (zstd's default: fast, a good ratio on etcd data).
+pub const ZSTD_LEVEL: i32 = 3;
 
 /// What to snapshot where.
 #[derive(Debug, Clone)]
@@ -29,12 +37,24 @@ pub struct SnapshotOptions {
     pub dir: PathBuf,
     /// This node's name (in file names; retention only touches this node's files).
     pub node: String,
-    /// Backups of this node to keep, the new one included.
-    pub keep: usize,
+    /// Which of this node's backups to keep, the new one included.
+    pub policy: Policy,
+    /// How to store the snapshot.
+    pub compression: Compression,
     /// How to reach etcd.
     pub etcd: cpm_core::etcd::EtcdOptions,
+    /// Whether to draw a progress line on stderr (a terminal).
+    pub progress: bool,
     /// A test-only injected failure.
-    pub fault: Option<Fault>,
+    #[cfg(feature = "fault-injection")]
+    pub fault: Option<crate::fault::Fault>,
+}
+
+impl SnapshotOptions {
+    #[cfg(feature = "fault-injection")]
+    fn fault(&self) -> Option<&crate::fault::Fault> {
+        self.fault.as_ref()
+    }
 }
 
 /// What a successful snapshot wrote.
@@ -62,6 +82,90 @@ impl Drop for TempGuard {
     }
 }
 
+/// The bytes that go to disk: as they come, or through a zstd stream (then it counts and hashes
+/// the compressed bytes; a plain file's size and hash are the snapshot's own).
+struct Sink {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    zstd: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    stored: Sha256,
+    stored_len: u64,
+}
+
+impl Sink {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match &mut self.zstd {
+            None => self.file.write_all(chunk).await,
+            Some(enc) => {
+                std::io::Write::write_all(enc, chunk)?;
+                let mut out = std::mem::take(enc.get_mut());
+                self.put(&out).await?;
+                // Hand the buffer back, emptied, so its capacity is reused.
+                out.clear();
+                if let Some(enc) = &mut self.zstd {
+                    *enc.get_mut() = out;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stored.update(bytes);
+        self.stored_len += bytes.len() as u64;
+        self.file.write_all(bytes).await
+    }
+
+    /// Ends the zstd frame, flushes and fsyncs; returns the compressed size and sha256 (`None`
+    /// for a plain file).
+    async fn finish(mut self) -> std::io::Result<Option<(u64, String)>> {
+        let compressed = match self.zstd.take() {
+            Some(enc) => {
+                let tail = enc.finish()?;
+                self.put(&tail).await?;
+                true
+            }
+            None => false,
+        };
+        self.file.flush().await?;
+        let file = self.file.into_inner();
+        file.sync_all().await?;
+        Ok(compressed.then(|| (self.stored_len, hex(&self.stored.finalize()))))
+    }
+}
+
+/// A progress line on stderr, redrawn at most once a second.
+struct Progress {
+    enabled: bool,
+    total: u64,
+    started: Instant,
+    last: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    fn update(&mut self, done: u64) {
+        if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        self.drawn = true;
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\rsnapshot: {:.0} MiB of ~{:.0} MiB ({:.0} MiB/s)   ",
+            mib(done),
+            mib(self.total),
+            mib(done) / secs
+        );
+    }
+
+    fn end(&self) {
+        if self.drawn {
+            eprintln!();
+        }
+    }
+}
+
 /// Takes one snapshot; see the module docs for the order of steps.
 pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
     let dir = &opts.dir;
@@ -79,19 +183,25 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         .header()
         .map_or((0, 0), |h| (h.revision(), h.member_id()));
     let db_size = u64::try_from(status.db_size()).unwrap_or(0);
-    check_space(dir, db_size, opts.fault.as_ref())?;
+    #[cfg(feature = "fault-injection")]
+    let free_space = match opts.fault() {
+        Some(crate::fault::Fault::FreeSpace(n)) => Some(*n),
+        _ => None,
+    };
+    #[cfg(not(feature = "fault-injection"))]
+    let free_space = None;
+    check_space(dir, db_size, free_space)?;
 
     let started = Instant::now();
     let now = OffsetDateTime::now_utc();
-    let timestamp = now
-        .format(format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .map_err(|e| BackupError::Format(e.to_string()))?;
     let name = BackupName {
         node: opts.node.clone(),
-        timestamp,
+        time: PrimitiveDateTime::new(
+            now.date(),
+            now.time().replace_nanosecond(0).unwrap_or(now.time()),
+        ),
         revision,
+        compression: opts.compression,
     };
     let final_path = dir.join(name.file_name());
     if final_path.exists() {
@@ -112,7 +222,19 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(IoError::on("create", &tmp))?;
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+    let zstd = match opts.compression {
+        Compression::None => None,
+        Compression::Zstd => Some(
+            zstd::stream::write::Encoder::new(Vec::with_capacity(256 << 10), ZSTD_LEVEL)
+                .map_err(IoError::on("start zstd for", &tmp))?,
+        ),
+    };
+    let mut sink = Sink {
+        file: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file)),
+        zstd,
+        stored: Sha256::new(),
+        stored_len: 0,
+    };
     let mut stream = client
         .snapshot()
         .await
@@ -121,87 +243,83 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
             source,
         })?;
     let mut hasher = TrailerHasher::new();
+    let mut progress = Progress {
+        enabled: opts.progress,
+        total: db_size,
+        started,
+        last: started,
+        drawn: false,
+    };
+    #[cfg(feature = "fault-injection")]
     let mut paused = false;
-    loop {
-        let msg = tokio::time::timeout(STALL_TIMEOUT, stream.message())
-            .await
-            .map_err(|_| BackupError::Stalled(STALL_TIMEOUT))?
-            .map_err(|source| BackupError::Etcd {
-                what: "snapshot stream",
-                source,
-            })?;
-        let Some(msg) = msg else { break };
-        let mut blob = msg.blob();
-        if let Some(Fault::Truncate(at)) = opts.fault {
-            let left = at.saturating_sub(hasher.len());
-            blob = &blob[..blob.len().min(usize::try_from(left).unwrap_or(usize::MAX))];
+    let streamed = async {
+        loop {
+            let msg = tokio::time::timeout(STALL_TIMEOUT, stream.message())
+                .await
+                .map_err(|_| BackupError::Stalled(STALL_TIMEOUT))?
+                .map_err(|source| BackupError::Etcd {
+                    what: "snapshot stream",
+                    source,
+                })?;
+            let Some(msg) = msg else { break };
+            let blob = msg.blob();
+            #[cfg(feature = "fault-injection")]
+            let blob = crate::fault::on_chunk(opts.fault(), hasher.len(), blob, &tmp)?;
+            sink.write(blob).await.map_err(IoError::on("write", &tmp))?;
+            hasher.update(blob);
+            progress.update(hasher.len());
+            #[cfg(feature = "fault-injection")]
+            crate::fault::maybe_pause(opts.fault(), hasher.len(), &mut paused).await?;
         }
-        if let Some(Fault::WriteError(at)) = opts.fault
-            && hasher.len() + blob.len() as u64 > at
-        {
-            return Err(IoError::on("write", &tmp)(std::io::Error::other(
-                "injected write failure (CPM_ETCD_BACKUP_FAULT)",
-            ))
-            .into());
-        }
-        file.write_all(blob)
-            .await
-            .map_err(IoError::on("write", &tmp))?;
-        hasher.update(blob);
-        if let Some(Fault::Pause { after, marker }) = &opts.fault
-            && hasher.len() >= *after
-            && !paused
-        {
-            paused = true;
-            write_atomic(marker, b"paused\n", 0o644, None, None)
-                .map_err(IoError::on("write", marker))?;
-            // Until the test removes the marker (it kills etcd first), at most 30 s.
-            for _ in 0..300 {
-                if !marker.exists() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        Ok::<(), BackupError>(())
     }
+    .await;
+    progress.end();
+    streamed?;
     let checked = hasher.finish().map_err(BackupError::Trailer)?;
-    file.flush().await.map_err(IoError::on("write", &tmp))?;
-    let file = file.into_inner();
-    file.sync_all().await.map_err(IoError::on("fsync", &tmp))?;
-    drop(file);
+    let (size, sha256) = sink
+        .finish()
+        .await
+        .map_err(IoError::on("write", &tmp))?
+        .unwrap_or_else(|| (checked.size, checked.sha256.clone()));
     std::fs::rename(&tmp, &final_path).map_err(IoError::on("rename", &tmp))?;
     guard.armed = false;
     sync_dir(dir)?;
 
+    let compressed = opts.compression != Compression::None;
     let sidecar = Sidecar {
         file: name.file_name(),
         node: opts.node.clone(),
-        created: now
-            .format(&Rfc3339)
-            .map_err(|e| BackupError::Format(e.to_string()))?,
+        created: rfc3339(now)?,
         revision,
-        sha256: checked.sha256,
-        size: checked.size,
+        sha256,
+        size,
+        compression: opts.compression,
+        snapshot_sha256: compressed.then(|| checked.sha256.clone()),
+        snapshot_size: compressed.then_some(checked.size),
         etcd_version: status.version().to_string(),
         member_id: format!("{member_id:x}"),
         duration_seconds: started.elapsed().as_secs_f64(),
     };
-    if let Err(e) = write_json(&dir.join(format!("{}.json", name.file_name())), &sidecar) {
+    if let Err(e) = write_json(&dir.join(name.sidecar_name()), &sidecar) {
         // A backup without its sidecar would be listed without metadata: take it back.
         let _ = std::fs::remove_file(&final_path);
         return Err(e);
     }
     let done = OffsetDateTime::now_utc();
-    let status_file = Status {
-        last_success_timestamp_seconds: done.unix_timestamp(),
-        last_success: done
-            .format(&Rfc3339)
-            .map_err(|e| BackupError::Format(e.to_string()))?,
+    let mut status_file = read_status(dir);
+    status_file.last_success = Some(Success {
+        timestamp: rfc3339(done)?,
+        timestamp_seconds: done.unix_timestamp(),
         file: name.file_name(),
-    };
-    write_json(&dir.join(STATUS_FILE), &status_file)?;
-    info!(file = %final_path.display(), revision, size = sidecar.size, "snapshot written and verified");
-    let pruned = prune(dir, &opts.node, opts.keep)?;
+        revision,
+        size_bytes: size,
+        duration_seconds: sidecar.duration_seconds,
+    });
+    let status_path = dir.join(backup_status::FILE_NAME);
+    backup_status::write(&status_path, &status_file)?;
+    info!(file = %final_path.display(), revision, size, snapshot_size = checked.size, "snapshot written and verified");
+    let pruned = prune(dir, &opts.node, &opts.policy)?;
     for p in &pruned {
         info!(file = %p, "old backup removed");
     }
@@ -212,6 +330,41 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
     })
 }
 
+/// Records a failed attempt in the status file (best effort: a warning when that fails too,
+/// e.g. on a full disk). The last success is kept.
+pub fn record_failure(dir: &Path, err: &BackupError) {
+    if !dir.is_dir() {
+        return;
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut status = read_status(dir);
+    status.last_failure = Some(Failure {
+        timestamp: now.format(&Rfc3339).unwrap_or_default(),
+        timestamp_seconds: now.unix_timestamp(),
+        error: cpm_core::exit::chain(err),
+    });
+    let path = dir.join(backup_status::FILE_NAME);
+    if let Err(e) = backup_status::write(&path, &status) {
+        warn!(error = %cpm_core::exit::chain(&e), "cannot record the failure in the status file");
+    }
+}
+
+/// The current status file, or an empty one when it is missing or unreadable (then rewritten).
+fn read_status(dir: &Path) -> BackupStatus {
+    match backup_status::read(&dir.join(backup_status::FILE_NAME)) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            warn!(error = %cpm_core::exit::chain(&e), "status file unreadable; starting a new one");
+            BackupStatus::default()
+        }
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> Result<String, BackupError> {
+    t.format(&Rfc3339)
+        .map_err(|e| BackupError::Format(e.to_string()))
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), BackupError> {
     let mut bytes =
         serde_json::to_vec_pretty(value).map_err(|e| BackupError::Format(e.to_string()))?;
@@ -220,11 +373,12 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), BackupEr
     Ok(())
 }
 
-/// Refuses to start unless the filesystem of `dir` has the DB size plus 10 % free.
-fn check_space(dir: &Path, db_size: u64, fault: Option<&Fault>) -> Result<(), BackupError> {
-    let available = match fault {
-        Some(Fault::FreeSpace(n)) => *n,
-        _ => {
+/// Refuses to start unless the filesystem of `dir` has the DB size plus 10 % free
+/// (`available` overrides statvfs for the fault-injection tests).
+fn check_space(dir: &Path, db_size: u64, available: Option<u64>) -> Result<(), BackupError> {
+    let available = match available {
+        Some(n) => n,
+        None => {
             let st = rustix::fs::statvfs(dir)
                 .map_err(|e| IoError::on("statvfs", dir)(std::io::Error::from(e)))?;
             st.f_bavail.saturating_mul(st.f_frsize)
@@ -240,4 +394,9 @@ fn check_space(dir: &Path, db_size: u64, fault: Option<&Fault>) -> Result<(), Ba
         });
     }
     Ok(())
+}
+
+/// Whether stderr is a terminal (the progress line is drawn only there).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
 }

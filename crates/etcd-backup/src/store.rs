@@ -1,21 +1,68 @@
-//! The backup directory: file names, sidecars, the status file, listing, retention and the
-//! `verify` check of a file on disk.
+//! The backup directory: file names, sidecars, listing, retention and the `verify` check of a
+//! file on disk.
 //!
-//! A backup is `etcd-<node>-<YYYYMMDDTHHMMSSZ>-rev<revision>.db` with a JSON sidecar
-//! `<same>.json`. Retention only ever touches files of that shape for this node.
+//! A backup is `etcd-<node>-<YYYYMMDDTHHMMSSZ>-rev<revision>.db` (`.db.zst` when compressed)
+//! with a JSON sidecar `<same>.json`. Retention only ever touches files of that shape for this
+//! node.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::PrimitiveDateTime;
+use time::macros::format_description;
 
-use crate::trailer::{Checked, TrailerError, TrailerHasher};
-
-/// The status file, in the backup directory.
-pub const STATUS_FILE: &str = ".etcd-backup-status.json";
+use crate::retention::{self, Policy};
+use crate::trailer::{Checked, TrailerError, TrailerHasher, hex};
 
 /// Prefix of in-progress temp files (hidden, in the backup directory).
 pub const TEMP_PREFIX: &str = ".etcd-backup-";
+
+/// The zstd frame magic number, the first four bytes of a zstd file.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// How a backup file is stored.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// The snapshot as etcd sent it (`.db`).
+    #[default]
+    None,
+    /// One zstd stream of the snapshot (`.db.zst`; `zstd -d` gives the `.db`).
+    Zstd,
+}
+
+impl Compression {
+    /// The file name suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::None => ".db",
+            Self::Zstd => ".db.zst",
+        }
+    }
+
+    /// The name used in sidecars and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zstd => "zstd",
+        }
+    }
+}
 
 /// The sidecar written next to every backup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,10 +77,20 @@ pub struct Sidecar {
     /// etcd's revision from `status` just before the snapshot; the snapshot's own revision is
     /// greater than or equal to it.
     pub revision: i64,
-    /// sha256 of the whole file (trailer included), lowercase hex.
+    /// sha256 of the file as stored (trailer included; of the compressed bytes when
+    /// compressed), lowercase hex.
     pub sha256: String,
-    /// File size in bytes.
+    /// File size in bytes, as stored.
     pub size: u64,
+    /// `none` or `zstd` (absent in sidecars of older versions: `none`).
+    #[serde(default)]
+    pub compression: Compression,
+    /// Compressed backups only: sha256 of the snapshot itself (what `zstd -d` gives back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_sha256: Option<String>,
+    /// Compressed backups only: size of the snapshot itself, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_size: Option<u64>,
     /// The etcd server version.
     pub etcd_version: String,
     /// The member that served the snapshot, hex (as etcdctl prints it).
@@ -42,66 +99,78 @@ pub struct Sidecar {
     pub duration_seconds: f64,
 }
 
-/// The last successful snapshot, for an agent to export as
-/// `cpm_etcd_backup_last_success_timestamp_seconds`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    /// Unix time of the last success, seconds.
-    pub last_success_timestamp_seconds: i64,
-    /// The same, RFC 3339.
-    pub last_success: String,
-    /// The backup written.
-    pub file: String,
-}
-
 /// A parsed backup file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupName {
     /// The node.
     pub node: String,
-    /// `YYYYMMDDTHHMMSSZ`.
-    pub timestamp: String,
+    /// The UTC start time, to the second.
+    pub time: PrimitiveDateTime,
     /// The revision.
     pub revision: i64,
+    /// `.db` or `.db.zst`.
+    pub compression: Compression,
 }
 
 impl BackupName {
     /// The file name.
     pub fn file_name(&self) -> String {
         format!(
-            "etcd-{}-{}-rev{}.db",
-            self.node, self.timestamp, self.revision
+            "etcd-{}-{}-rev{}{}",
+            self.node,
+            self.timestamp(),
+            self.revision,
+            self.compression.suffix()
         )
     }
 
-    /// Parses `etcd-<node>-<YYYYMMDDTHHMMSSZ>-rev<digits>.db`; `None` for anything else.
+    /// The sidecar's file name.
+    pub fn sidecar_name(&self) -> String {
+        format!("{}.json", self.file_name())
+    }
+
+    /// The time as in the name, `YYYYMMDDTHHMMSSZ`.
+    pub fn timestamp(&self) -> String {
+        self.time
+            .format(TIMESTAMP)
+            .expect("invariant: a date-time formats")
+    }
+
+    /// Parses `etcd-<node>-<YYYYMMDDTHHMMSSZ>-rev<digits>.db[.zst]` (a real date and time);
+    /// `None` for anything else.
     pub fn parse(name: &str) -> Option<Self> {
-        let rest = name.strip_prefix("etcd-")?.strip_suffix(".db")?;
+        let rest = name.strip_prefix("etcd-")?;
+        let (rest, compression) = match rest.strip_suffix(".db.zst") {
+            Some(r) => (r, Compression::Zstd),
+            None => (rest.strip_suffix(".db")?, Compression::None),
+        };
         let (rest, rev) = rest.rsplit_once("-rev")?;
         if rev.is_empty() || !rev.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         let revision = rev.parse().ok()?;
         let (node, ts) = rest.rsplit_once('-')?;
-        if node.is_empty() || !is_timestamp(ts) {
+        if node.is_empty() || ts.len() != 16 {
             return None;
         }
+        let time = PrimitiveDateTime::parse(ts, TIMESTAMP).ok()?;
         Some(Self {
             node: node.to_string(),
-            timestamp: ts.to_string(),
+            time,
             revision,
+            compression,
         })
+    }
+
+    /// Sort key: time, then revision, then node (oldest first).
+    pub fn order_key(&self) -> (PrimitiveDateTime, i64, &str, Compression) {
+        (self.time, self.revision, &self.node, self.compression)
     }
 }
 
-fn is_timestamp(ts: &str) -> bool {
-    let b = ts.as_bytes();
-    b.len() == 16
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
-}
+/// `YYYYMMDDTHHMMSSZ`.
+pub const TIMESTAMP: &[time::format_description::BorrowedFormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
 
 /// A filesystem error with the path and what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -130,21 +199,22 @@ impl IoError {
 
 /// The backups in `dir` (any node), oldest first, with their sidecars when readable.
 pub fn list(dir: &Path) -> Result<Vec<(BackupName, Option<Sidecar>)>, IoError> {
-    let mut out: Vec<_> = backups(dir)?
+    let mut names = backups(dir)?;
+    names.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    Ok(names
         .into_iter()
         .map(|n| {
-            let sidecar = std::fs::read(dir.join(format!("{}.json", n.file_name())))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
+            let sidecar = read_sidecar(&dir.join(n.sidecar_name()));
             (n, sidecar)
         })
-        .collect();
-    out.sort_by(|(a, _), (b, _)| order(a, b));
-    Ok(out)
+        .collect())
 }
 
-fn order(a: &BackupName, b: &BackupName) -> std::cmp::Ordering {
-    (&a.timestamp, a.revision, &a.node).cmp(&(&b.timestamp, b.revision, &b.node))
+/// The sidecar at `path`, when it exists and parses.
+pub fn read_sidecar(path: &Path) -> Option<Sidecar> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn backups(dir: &Path) -> Result<Vec<BackupName>, IoError> {
@@ -162,19 +232,20 @@ fn backups(dir: &Path) -> Result<Vec<BackupName>, IoError> {
     Ok(out)
 }
 
-/// Deletes this node's backups (and their sidecars) beyond the newest `keep`; returns the
-/// deleted backup names. Nothing else in `dir` is touched.
-pub fn prune(dir: &Path, node: &str, keep: usize) -> Result<Vec<String>, IoError> {
-    let mut mine: Vec<_> = backups(dir)?
+/// Deletes this node's backups (and their sidecars) that `policy` does not keep (see
+/// [`retention`]); returns the deleted backup names, newest first. Nothing else in `dir` is
+/// touched.
+pub fn prune(dir: &Path, node: &str, policy: &Policy) -> Result<Vec<String>, IoError> {
+    let mine: Vec<_> = backups(dir)?
         .into_iter()
         .filter(|n| n.node == node)
         .collect();
-    mine.sort_by(|a, b| order(b, a));
+    let (_, delete) = retention::select(&mine, policy);
     let mut deleted = Vec::new();
-    for n in mine.into_iter().skip(keep) {
+    for n in delete {
         let db = dir.join(n.file_name());
         std::fs::remove_file(&db).map_err(IoError::on("remove old backup", &db))?;
-        let sidecar = dir.join(format!("{}.json", n.file_name()));
+        let sidecar = dir.join(n.sidecar_name());
         match std::fs::remove_file(&sidecar) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -210,23 +281,164 @@ pub enum VerifyError {
         #[source]
         source: TrailerError,
     },
+    /// A zstd file does not decompress.
+    #[error("{}: not a valid zstd stream", path.display())]
+    Decompress {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not match its sidecar.
+    #[error("{}: {field} is {actual}, its sidecar {} says {expected}", path.display(), sidecar.display())]
+    Sidecar {
+        /// The file.
+        path: PathBuf,
+        /// The sidecar.
+        sidecar: PathBuf,
+        /// The sidecar field that differs.
+        field: &'static str,
+        /// The sidecar's value.
+        expected: String,
+        /// The file's.
+        actual: String,
+    },
 }
 
-/// Checks a snapshot file's sha256 trailer, reading it in constant memory.
-pub fn verify_file(path: &Path) -> Result<Checked, VerifyError> {
-    let mut f = std::fs::File::open(path).map_err(IoError::on("open", path))?;
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// How the file is stored (detected from its first bytes, not its name).
+    pub compression: Compression,
+    /// Size of the file as stored, bytes.
+    pub size: u64,
+    /// sha256 of the file as stored, hex.
+    pub sha256: String,
+    /// The snapshot itself (decompressed when compressed), its trailer checked.
+    pub snapshot: Checked,
+    /// The sidecar that was compared, when one sits next to the file.
+    pub sidecar: Option<PathBuf>,
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Feeds everything `r` yields to a trailer hasher, 1 MiB at a time.
+fn check_stream(r: &mut impl Read) -> std::io::Result<TrailerHasher> {
     let mut h = TrailerHasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(IoError::on("read", path))?;
-        if n == 0 {
-            break;
-        }
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(h),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         h.update(&buf[..n]);
     }
-    h.finish().map_err(|source| VerifyError::Invalid {
+}
+
+/// Checks a backup file in constant memory: decompresses it when it is zstd (by its magic
+/// number), checks etcd's sha256 trailer, and when `<FILE>.json` exists compares the sizes and
+/// hashes it records.
+pub fn verify_file(path: &Path) -> Result<Verified, VerifyError> {
+    let file = std::fs::File::open(path).map_err(IoError::on("open", path))?;
+    let mut hr = Hashing {
+        inner: file,
+        hash: Sha256::new(),
+        len: 0,
+    };
+    let mut magic = Vec::with_capacity(4);
+    (&mut hr)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(IoError::on("read", path))?;
+    let compression = if magic == ZSTD_MAGIC {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let invalid = |source| VerifyError::Invalid {
         path: path.to_path_buf(),
         source,
+    };
+    let hasher = match compression {
+        Compression::None => {
+            let mut r = std::io::Cursor::new(magic).chain(&mut hr);
+            check_stream(&mut r).map_err(IoError::on("read", path))?
+        }
+        Compression::Zstd => {
+            let r = std::io::Cursor::new(magic).chain(&mut hr);
+            let mut d = zstd::stream::read::Decoder::new(r).map_err(IoError::on("read", path))?;
+            let h = check_stream(&mut d).map_err(|source| VerifyError::Decompress {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            drop(d);
+            // Anything after the last frame still counts for the file's hash and size.
+            std::io::copy(&mut hr, &mut std::io::sink()).map_err(IoError::on("read", path))?;
+            h
+        }
+    };
+    let snapshot = hasher.finish().map_err(invalid)?;
+    let verified = Verified {
+        compression,
+        size: hr.len,
+        sha256: hex(&hr.hash.finalize()),
+        snapshot,
+        sidecar: None,
+    };
+    let sidecar_path = PathBuf::from(format!("{}.json", path.display()));
+    let Some(sidecar) = read_sidecar(&sidecar_path) else {
+        return Ok(verified);
+    };
+    let mismatch = |field, expected: String, actual: String| VerifyError::Sidecar {
+        path: path.to_path_buf(),
+        sidecar: sidecar_path.clone(),
+        field,
+        expected,
+        actual,
+    };
+    let checks = [
+        ("size", sidecar.size.to_string(), verified.size.to_string()),
+        ("sha256", sidecar.sha256.clone(), verified.sha256.clone()),
+        (
+            "compression",
+            sidecar.compression.name().to_string(),
+            compression.name().to_string(),
+        ),
+    ];
+    for (field, expected, actual) in checks {
+        if expected != actual {
+            return Err(mismatch(field, expected, actual));
+        }
+    }
+    if let Some(expected) = &sidecar.snapshot_sha256
+        && *expected != verified.snapshot.sha256
+    {
+        return Err(mismatch(
+            "snapshotSha256",
+            expected.clone(),
+            verified.snapshot.sha256.clone(),
+        ));
+    }
+    Ok(Verified {
+        sidecar: Some(sidecar_path),
+        ..verified
     })
 }
 
@@ -236,17 +448,32 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_foreign_names_do_not_parse() {
-        let n = BackupName {
-            node: "master-1".into(),
-            timestamp: "20260101T010203Z".into(),
-            revision: 42,
-        };
-        assert_eq!(n.file_name(), "etcd-master-1-20260101T010203Z-rev42.db");
-        assert_eq!(BackupName::parse(&n.file_name()), Some(n));
+        let time = time::macros::datetime!(2026-01-01 01:02:03);
+        for (compression, name) in [
+            (Compression::None, "etcd-master-1-20260101T010203Z-rev42.db"),
+            (
+                Compression::Zstd,
+                "etcd-master-1-20260101T010203Z-rev42.db.zst",
+            ),
+        ] {
+            let n = BackupName {
+                node: "master-1".into(),
+                time,
+                revision: 42,
+                compression,
+            };
+            assert_eq!(n.file_name(), name);
+            assert_eq!(n.sidecar_name(), format!("{name}.json"));
+            assert_eq!(BackupName::parse(&n.file_name()), Some(n));
+        }
         for bad in [
             "etcd-master-1-20260101T010203Z-rev42.db.json",
+            "etcd-master-1-20260101T010203Z-rev42.db.zst.json",
+            "etcd-master-1-20260101T010203Z-rev42.zst",
             "etcd-master-1-20260101T010203Z-rev.db",
             "etcd-master-1-2026010T010203Z-rev1.db",
+            "etcd-master-1-20261301T010203Z-rev1.db",
+            "etcd-master-1-20260101T250203Z-rev1.db",
             "etcd--20260101T010203Z-rev1.db",
             "snapshot.db",
             "etcd-master-1-20260101T010203Z-rev1x.db",

@@ -7,12 +7,12 @@ use sha2::{Digest, Sha256};
 /// Length of the trailer (a sha256).
 pub const TRAILER_LEN: usize = 32;
 
-/// Feeds a stream through two hashes: the body (all but the last 32 bytes seen so far) and the
-/// whole stream. Holds back at most 32 bytes.
+/// Hashes a stream's body (all but the last 32 bytes seen so far), holding back at most 32
+/// bytes. The whole stream's hash is derived at the end from the body's state plus the held-back
+/// tail, so every byte is hashed once.
 #[derive(Debug, Default, Clone)]
 pub struct TrailerHasher {
     body: Sha256,
-    whole: Sha256,
     tail: Vec<u8>,
     len: u64,
 }
@@ -59,7 +59,6 @@ impl TrailerHasher {
 
     /// Feeds the next chunk.
     pub fn update(&mut self, chunk: &[u8]) {
-        self.whole.update(chunk);
         self.len += chunk.len() as u64;
         if chunk.len() >= TRAILER_LEN {
             self.body.update(&self.tail);
@@ -96,6 +95,8 @@ impl TrailerHasher {
         if !(size - TRAILER_LEN as u64).is_multiple_of(512) {
             return Err(TrailerError::BadLength { size });
         }
+        let mut whole = self.body.clone();
+        whole.update(&self.tail);
         let computed = self.body.finalize();
         if computed.as_slice() != self.tail.as_slice() {
             return Err(TrailerError::Mismatch {
@@ -105,7 +106,7 @@ impl TrailerHasher {
         }
         Ok(Checked {
             size,
-            sha256: hex(&self.whole.finalize()),
+            sha256: hex(&whole.finalize()),
         })
     }
 }

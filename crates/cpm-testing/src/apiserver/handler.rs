@@ -106,10 +106,22 @@ pub(crate) async fn handle(
         },
         None => None,
     };
-    // x509 first, then tokens, as kube-apiserver's union authenticator; anonymous is off.
+    // x509 first, then tokens, as kube-apiserver's union authenticator. Anonymous requests are
+    // served only where a default cluster lets them through (`system:public-info-viewer`, bound
+    // to `system:unauthenticated`): GET of the health endpoints and /version. Elsewhere they
+    // are refused with 401 (a real server says 403 to system:anonymous).
+    let public = method == Method::GET
+        && matches!(
+            path.as_str(),
+            "/healthz" | "/livez" | "/readyz" | "/version"
+        );
     let user = match (cert_user, token_user) {
         (Some(u), _) => Some(u),
         (None, Some(u)) => u,
+        (None, None) if public => Some(UserInfo::new(
+            "system:anonymous",
+            &["system:unauthenticated"],
+        )),
         (None, None) => None,
     };
     let record = |code: u16| RequestRecord {
@@ -241,6 +253,15 @@ fn route(ctx: &Ctx<'_>, is_watch: bool) -> Result<Response<Body>, ApiError> {
     let segs: Vec<&str> = ctx.path.split('/').filter(|s| !s.is_empty()).collect();
     let get = ctx.method == Method::GET;
     let non_resource = |ctx: &Ctx<'_>| {
+        if ctx
+            .user
+            .groups
+            .iter()
+            .any(|g| g == "system:unauthenticated")
+        {
+            // Only the public-info paths let anonymous requests in (see above).
+            return Ok(());
+        }
         ctx.authorize(&Attributes {
             user: ctx.user.clone(),
             verb: "get".into(),

@@ -1,7 +1,10 @@
 //! etcd-backup against real etcd (Debian's etcd 3.4 on 127.0.6.x, mTLS as kubeadm lays it out):
-//! a snapshot under continuous writes restores with `etcdctl snapshot restore`; a killed etcd, a
-//! truncated stream, a failed write and a full disk leave no partial file and prune nothing;
-//! retention keeps the newest N of this node's backups and nothing else is touched.
+//! a snapshot under continuous writes restores with `etcdctl snapshot restore`; a zstd backup
+//! restores after `zstd -d`; a killed etcd, a truncated stream, a failed write and a full disk
+//! leave no partial file, prune nothing and are recorded as the last failure (these need the
+//! `fault-injection` feature: `cargo nextest run -p etcd-backup --all-features`); retention keeps
+//! the newest N plus daily and weekly generations of this node's backups and touches nothing
+//! else.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -225,16 +228,22 @@ async fn a_snapshot_under_writes_matches_etcdctl_and_restores_every_acknowledged
     );
     let status = json(&n.backups().join(".etcd-backup-status.json"));
     assert_eq!(
-        status["file"],
+        status["lastSuccess"]["file"],
         file.file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .context("name")?
     );
+    assert_eq!(status["lastSuccess"]["revision"], revision);
+    assert_eq!(status["lastSuccess"]["sizeBytes"], sidecar["size"]);
     assert!(
-        status["lastSuccessTimestampSeconds"]
+        status["lastSuccess"]["timestampSeconds"]
             .as_i64()
             .is_some_and(|t| t > 0)
     );
+    assert!(status.get("lastFailure").is_none(), "{status}");
+    let parsed = cpm_core::backup_status::read(&n.backups().join(".etcd-backup-status.json"))?
+        .context("status file")?;
+    assert_eq!(parsed.last_success.map(|s| s.revision), Some(revision));
 
     // etcdctl agrees: the snapshot's revision is at least the status revision, and it holds at
     // least every key revision acknowledged up to it.
@@ -317,6 +326,7 @@ async fn a_snapshot_under_writes_matches_etcdctl_and_restores_every_acknowledged
     Ok(())
 }
 
+#[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_killed_mid_stream_or_a_truncated_stream_leaves_no_file_and_old_backups_intact()
 -> anyhow::Result<()> {
@@ -397,6 +407,7 @@ async fn etcd_killed_mid_stream_or_a_truncated_stream_leaves_no_file_and_old_bac
     Ok(())
 }
 
+#[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_error_or_a_full_disk_fails_clearly_and_prunes_nothing() -> anyhow::Result<()> {
     let Some(n) = node("127.0.6.4") else {
@@ -426,6 +437,20 @@ async fn a_write_error_or_a_full_disk_fails_clearly_and_prunes_nothing() -> anyh
         stderr(&out)
     );
     assert_eq!(names(&dir), before, "nothing pruned, nothing left behind");
+    let status = json(&dir.join(".etcd-backup-status.json"));
+    assert!(
+        status["lastFailure"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("injected write failure")),
+        "{status}"
+    );
+    assert_eq!(
+        status["lastSuccess"]["file"],
+        old.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .context("name")?,
+        "the last success is kept"
+    );
 
     let out = n
         .snapshot(&["--keep", "1", "--dir", &dir_arg], Some("free-space:4096"))
@@ -442,6 +467,13 @@ async fn a_write_error_or_a_full_disk_fails_clearly_and_prunes_nothing() -> anyh
         stderr(&out)
     );
     assert_eq!(names(&dir), before, "nothing pruned, nothing left behind");
+    let status = json(&dir.join(".etcd-backup-status.json"));
+    assert!(
+        status["lastFailure"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not enough free space")),
+        "{status}"
+    );
 
     // A malformed fault value is a usage error; verify of a missing file is a failure.
     let out = n.snapshot(&["--dir", &dir_arg], Some("bogus")).await;
@@ -524,5 +556,210 @@ async fn retention_keeps_the_newest_three_and_touches_nothing_else() -> anyhow::
     let out = n.command(&["list"]).output().await?;
     check_ok(&out);
     assert!(stdout(&out).starts_with("FILE"), "{}", stdout(&out));
+    Ok(())
+}
+
+/// Writes a fake backup of this node (and its sidecar) with the given UTC time and revision.
+fn fake_backup(dir: &Path, time: &str, rev: u32) -> String {
+    let name = format!("etcd-{NODE}-{time}Z-rev{rev}.db");
+    cpm_core::apply::write_atomic(&dir.join(&name), b"old", 0o600, None, None).expect("write");
+    cpm_core::apply::write_atomic(&dir.join(format!("{name}.json")), b"{}", 0o644, None, None)
+        .expect("write");
+    name
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_daily_and_weekly_generations_from_the_config_or_flags()
+-> anyhow::Result<()> {
+    let Some(n) = node("127.0.6.10") else {
+        return Ok(());
+    };
+    write_config(
+        &n.config,
+        "etcd: {backup: {keep: 1, keepDaily: 3, keepWeekly: 2}}\n",
+    );
+    let dir = n.backups();
+    std::fs::create_dir_all(&dir)?;
+    // 2020-01-06 is a Monday: W02 holds the 6th and 8th, W03 the 13th and 14th.
+    let old: Vec<String> = [
+        "20200106T000000",
+        "20200106T120000",
+        "20200108T000000",
+        "20200113T000000",
+        "20200113T060000",
+        "20200114T000000",
+    ]
+    .iter()
+    .zip(1..)
+    .map(|(t, rev)| fake_backup(&dir, t, rev))
+    .collect();
+    let foreign = [
+        "etcd-other-node-20200101T000000Z-rev1.db",
+        "etcd-master-1-20200199T000000Z-rev1.db",
+        "notes.txt",
+    ];
+    for f in foreign {
+        cpm_core::apply::write_atomic(&dir.join(f), f.as_bytes(), 0o644, None, None)?;
+    }
+    let mine = |dir: &Path| -> BTreeSet<String> {
+        names(dir)
+            .into_iter()
+            .filter(|f| f.starts_with("etcd-master-1-") && f.ends_with(".db"))
+            .filter(|f| !foreign.contains(&f.as_str()))
+            .collect()
+    };
+    let mut client = n.client().await;
+
+    // keep 1 and keepDaily 3 from the config, --keep-weekly 3 from the flag.
+    client.put("run/1", "x", None).await?;
+    let out = n.snapshot(&["--keep-weekly", "3"], None).await;
+    check_ok(&out);
+    let first = written(&out)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .context("name")?;
+    let expected: BTreeSet<String> = [
+        first.clone(),
+        old[5].clone(), // newest of the newest old day and of week W03
+        old[4].clone(), // newest of the second newest old day
+        old[2].clone(), // newest of week W02 (third week)
+    ]
+    .into();
+    assert_eq!(mine(&dir), expected);
+
+    // The config alone: keepWeekly 2 drops W02; today's older backup is neither the newest
+    // nor the newest of its day.
+    client.put("run/2", "x", None).await?;
+    let out = n.snapshot(&[], None).await;
+    check_ok(&out);
+    let second = written(&out)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .context("name")?;
+    let expected: BTreeSet<String> = [second, old[5].clone(), old[4].clone()].into();
+    assert_eq!(mine(&dir), expected);
+    for f in &expected {
+        assert!(
+            dir.join(format!("{f}.json")).exists(),
+            "{f} keeps its sidecar"
+        );
+    }
+    for f in [&first, &old[0], &old[1], &old[2], &old[3]] {
+        assert!(
+            !dir.join(format!("{f}.json")).exists(),
+            "{f}'s sidecar pruned too"
+        );
+    }
+    for f in foreign {
+        assert_eq!(std::fs::read(dir.join(f))?, f.as_bytes(), "{f} untouched");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zstd_backup_verifies_lists_and_restores_after_zstd_d() -> anyhow::Result<()> {
+    let (Some(n), Some(ctl), Some(zstd)) = (
+        node("127.0.6.11"),
+        etcdctl_binary(),
+        cpm_testing::etcd::find_tool("zstd", "ZSTD_BIN"),
+    ) else {
+        return Ok(());
+    };
+    // Compression from the config; the flag overrides it below.
+    write_config(&n.config, "etcd: {backup: {compression: zstd}}\n");
+    let mut client = n.client().await;
+    fill(&mut client, "z/", 200, 10_000).await;
+    let out = n.snapshot(&["--keep", "2"], None).await;
+    check_ok(&out);
+    let file = written(&out);
+    assert_eq!(temp_files(&n.backups()), Vec::<String>::new());
+    assert!(
+        file.to_string_lossy().ends_with(".db.zst"),
+        "{}",
+        file.display()
+    );
+    let sidecar = json(&PathBuf::from(format!("{}.json", file.display())));
+    assert_eq!(sidecar["compression"], "zstd");
+    assert_eq!(sidecar["sha256"], sha256_hex(&file));
+    let stored = std::fs::metadata(&file)?.len();
+    assert_eq!(sidecar["size"], stored);
+    let snapshot_size = sidecar["snapshotSize"].as_u64().context("snapshotSize")?;
+    assert!(
+        stored < snapshot_size,
+        "compressed {stored} >= {snapshot_size}"
+    );
+
+    let verify = n.command(&["verify"]).arg(&file).output().await?;
+    check_ok(&verify);
+    assert!(
+        stdout(&verify).contains("zstd") && stdout(&verify).contains("matches its sidecar"),
+        "{}",
+        stdout(&verify)
+    );
+    let list = n.command(&["list", "--output", "json"]).output().await?;
+    check_ok(&list);
+    let list: Value = serde_json::from_str(&stdout(&list))?;
+    assert_eq!(list[0]["compression"], "zstd", "{list}");
+    assert_eq!(list[0]["snapshotSize"], snapshot_size, "{list}");
+
+    // The standard tools: zstd -d, then etcdctl.
+    let db = n.root.join("restored.db");
+    let d = std::process::Command::new(&zstd)
+        .args(["-q", "-d", "-o"])
+        .arg(&db)
+        .arg(&file)
+        .output()?;
+    check_ok(&d);
+    assert_eq!(Value::from(sha256_hex(&db)), sidecar["snapshotSha256"]);
+    let st = std::process::Command::new(&ctl)
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(&db)
+        .env("ETCDCTL_API", "3")
+        .output()?;
+    check_ok(&st);
+    let st: Value = serde_json::from_slice(&st.stdout)?;
+    assert!(st["totalKey"].as_u64().is_some_and(|k| k >= 200), "{st}");
+    let restore = std::process::Command::new(&ctl)
+        .args(["snapshot", "restore"])
+        .arg(&db)
+        .arg("--data-dir")
+        .arg(n.root.join("restored"))
+        .env("ETCDCTL_API", "3")
+        .output()?;
+    check_ok(&restore);
+
+    // A damaged copy and a copy whose sidecar disagrees both fail verify.
+    let mut bytes = std::fs::read(&file)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    let bad = n.root.join("bad.db.zst");
+    cpm_core::apply::write_atomic(&bad, &bytes, 0o600, None, None)?;
+    let out = n.command(&["verify"]).arg(&bad).output().await?;
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let copy = n.root.join("copy.db.zst");
+    std::fs::copy(&file, &copy)?;
+    let mut lying = sidecar.clone();
+    lying["sha256"] = Value::from("0".repeat(64));
+    cpm_core::apply::write_atomic(
+        &PathBuf::from(format!("{}.json", copy.display())),
+        lying.to_string().as_bytes(),
+        0o644,
+        None,
+        None,
+    )?;
+    let out = n.command(&["verify"]).arg(&copy).output().await?;
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("sha256 is"), "{}", stderr(&out));
+
+    // Retention counts compressed and plain backups alike.
+    client.put("after", "x", None).await?;
+    let out = n
+        .snapshot(&["--keep", "1", "--compress", "none"], None)
+        .await;
+    check_ok(&out);
+    let plain = written(&out);
+    assert!(plain.to_string_lossy().ends_with(".db"));
+    assert!(!file.exists(), "the older zstd backup was pruned");
+    assert!(!PathBuf::from(format!("{}.json", file.display())).exists());
     Ok(())
 }

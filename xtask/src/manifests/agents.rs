@@ -1,0 +1,352 @@
+//! The cpm DaemonSet on masters: one container per agent, each mounting exactly the host paths
+//! it owns (PRODUCT.md §2) under `/host`, plus the image holders that keep the control-plane
+//! images pulled.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapProjection, Container, EmptyDirVolumeSource, KeyToPath, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile, SecretVolumeSource,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::common::{
+    CONTROL_PLANE_LABEL, NAMESPACE, Options, admin_probe, env, file, host_path, labels,
+    master_tolerations, meta, mount, node_identity, resources, security, yaml,
+};
+use super::rbac::AGENTS_SA;
+
+/// Where the API credentials of the agents that use the API are mounted.
+const KUBE_DIR: &str = "/var/run/secrets/cpm";
+/// The ConfigMap with the agents' kubeconfig.
+const KUBECONFIG_CM: &str = "cpm-agent-kubeconfig";
+
+/// The agents' kubeconfig: the node-local api-proxy, the cluster CA from `kube-root-ca.crt`, the
+/// projected ServiceAccount token (re-read by the client when it rotates).
+const KUBECONFIG: &str = "\
+apiVersion: v1
+kind: Config
+clusters:
+- name: cluster
+  cluster:
+    server: https://127.0.0.1:6445
+    certificate-authority: /var/run/secrets/cpm/ca.crt
+users:
+- name: cpm
+  user:
+    tokenFile: /var/run/secrets/cpm/token
+contexts:
+- name: cpm
+  context:
+    cluster: cluster
+    user: cpm
+current-context: cpm
+";
+
+/// One agent container.
+struct Agent {
+    name: &'static str,
+    admin_port: i32,
+    /// Host mounts: volume name, container path under /host, read-only.
+    host: &'static [(&'static str, &'static str, bool)],
+    /// Mounts the CA bundle at /pki.
+    pki: bool,
+    /// Talks to the Kubernetes API.
+    kube: bool,
+}
+
+/// The host volumes: name, host path, hostPath type.
+const HOST_VOLUMES: [(&str, &str, &str); 7] = [
+    (
+        "host-etc-kubernetes",
+        "/etc/kubernetes",
+        "DirectoryOrCreate",
+    ),
+    ("host-pki", "/etc/kubernetes/pki", "DirectoryOrCreate"),
+    (
+        "host-manifests",
+        "/etc/kubernetes/manifests",
+        "DirectoryOrCreate",
+    ),
+    ("host-cpm", "/etc/kubernetes/cpm", "DirectoryOrCreate"),
+    (
+        "host-certs-backup",
+        "/etc/kubernetes/cpm/backup/cpm-certs",
+        "DirectoryOrCreate",
+    ),
+    ("host-root-kube", "/root/.kube", "DirectoryOrCreate"),
+    ("host-var-lib", "/var/lib", "Directory"),
+];
+
+const AGENTS: [Agent; 4] = [
+    Agent {
+        name: "cpm-certs",
+        admin_port: 9601,
+        host: &[
+            ("host-pki", "/host/etc/kubernetes/pki", false),
+            (
+                "host-certs-backup",
+                "/host/etc/kubernetes/cpm/backup/cpm-certs",
+                false,
+            ),
+        ],
+        pki: true,
+        kube: false,
+    },
+    Agent {
+        name: "cpm-kubeconfig",
+        admin_port: 9602,
+        // The four kubeconfigs live directly in /etc/kubernetes: an atomic rename needs the
+        // directory, not single files.
+        host: &[
+            ("host-etc-kubernetes", "/host/etc/kubernetes", false),
+            ("host-root-kube", "/host/root/.kube", false),
+        ],
+        pki: true,
+        kube: false,
+    },
+    Agent {
+        name: "cpm-manifests",
+        admin_port: 9603,
+        host: &[
+            // Reads the PKI and kubeconfigs its pods reference (checksums).
+            ("host-etc-kubernetes", "/host/etc/kubernetes", true),
+            ("host-manifests", "/host/etc/kubernetes/manifests", false),
+            ("host-cpm", "/host/etc/kubernetes/cpm", false),
+        ],
+        pki: false,
+        kube: true,
+    },
+    Agent {
+        name: "cpm-etcd",
+        admin_port: 9604,
+        host: &[
+            ("host-pki", "/host/etc/kubernetes/pki", true),
+            ("host-manifests", "/host/etc/kubernetes/manifests", false),
+            // A rejoining member's data dir is moved aside to /var/lib/etcd.removed-<time>:
+            // the rename needs the parent directory.
+            ("host-var-lib", "/host/var/lib", false),
+        ],
+        pki: false,
+        kube: true,
+    },
+];
+
+fn agent_container(opts: &Options, a: &Agent) -> Container {
+    let mut mounts: Vec<VolumeMount> = a
+        .host
+        .iter()
+        .map(|(vol, path, ro)| mount(vol, path, *ro))
+        .collect();
+    mounts.push(mount("config", "/config", true));
+    if a.pki {
+        mounts.push(mount("pki", "/pki", true));
+    }
+    let mut envs = node_identity();
+    envs.push(env("CPM_ROOT", "/host"));
+    envs.push(env("CPM_LOG_FORMAT", "json"));
+    if a.kube {
+        mounts.push(mount("kube-api-access", KUBE_DIR, true));
+        envs.push(env("CPM_KUBECONFIG", &format!("{KUBE_DIR}/kubeconfig")));
+    }
+    Container {
+        name: a.name.to_string(),
+        image: Some(opts.image(a.name)),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        env: Some(envs),
+        volume_mounts: Some(mounts),
+        liveness_probe: Some(admin_probe("/livez", a.admin_port, 6)),
+        readiness_probe: Some(admin_probe("/readyz", a.admin_port, 3)),
+        resources: Some(resources("10m", "32Mi", Some("1"), "256Mi")),
+        security_context: Some(security(true)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    }
+}
+
+/// The control-plane images to hold: container name and image.
+pub fn held_images(
+    image_repository: &str,
+    versions: &cpm_core::versions::Versions,
+) -> Vec<(String, String)> {
+    let repo = image_repository.trim_end_matches('/');
+    [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ]
+    .iter()
+    .map(|c| {
+        (
+            format!("image-holder-{c}"),
+            format!("{repo}/{c}:{}", versions.kubernetes),
+        )
+    })
+    .chain(std::iter::once((
+        "image-holder-etcd".to_string(),
+        format!("{repo}/etcd:{}", versions.etcd),
+    )))
+    .collect()
+}
+
+fn holder(name: &str, image: &str) -> Container {
+    Container {
+        name: name.to_string(),
+        image: Some(image.to_string()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        command: Some(vec!["/holder/cpm-holder".to_string(), "hold".to_string()]),
+        volume_mounts: Some(vec![mount("holder", "/holder", true)]),
+        resources: Some(resources("1m", "4Mi", Some("10m"), "16Mi")),
+        security_context: Some(security(false)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    }
+}
+
+fn volumes() -> Vec<Volume> {
+    let mut v: Vec<Volume> = HOST_VOLUMES
+        .iter()
+        .map(|(name, path, t)| host_path(name, path, t))
+        .collect();
+    for (name, secret) in [("config", "cpm-config"), ("pki", "cpm-pki")] {
+        v.push(Volume {
+            name: name.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let cm = |name: &str, key: &str| VolumeProjection {
+        config_map: Some(ConfigMapProjection {
+            name: name.to_string(),
+            items: Some(vec![KeyToPath {
+                key: key.to_string(),
+                path: key.to_string(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    v.push(Volume {
+        name: "kube-api-access".to_string(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o400),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".to_string(),
+                        expiration_seconds: Some(3607),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                cm("kube-root-ca.crt", "ca.crt"),
+                cm(KUBECONFIG_CM, "kubeconfig"),
+            ]),
+        }),
+        ..Default::default()
+    });
+    v.push(Volume {
+        name: "holder".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                "64Mi".to_string(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    v
+}
+
+/// The DaemonSet `cpm` with the control-plane images of `held`.
+pub fn daemonset(opts: &Options, held: &[(String, String)]) -> DaemonSet {
+    let selector = BTreeMap::from([("app.kubernetes.io/name".to_string(), "cpm".to_string())]);
+    let mut containers: Vec<Container> = AGENTS.iter().map(|a| agent_container(opts, a)).collect();
+    containers.extend(held.iter().map(|(name, image)| holder(name, image)));
+    let install = Container {
+        name: "install-holder".to_string(),
+        image: Some(opts.image("cpm-holder")),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        args: Some(vec!["install".to_string(), "/holder".to_string()]),
+        volume_mounts: Some(vec![mount("holder", "/holder", false)]),
+        resources: Some(resources("10m", "16Mi", Some("100m"), "64Mi")),
+        security_context: Some(security(false)),
+        ..Default::default()
+    };
+    DaemonSet {
+        metadata: meta("cpm", Some(NAMESPACE), "cpm"),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    ..Default::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels("cpm")),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(AGENTS_SA.to_string()),
+                    automount_service_account_token: Some(false),
+                    host_network: Some(true),
+                    dns_policy: Some("ClusterFirstWithHostNet".to_string()),
+                    priority_class_name: Some("system-node-critical".to_string()),
+                    node_selector: Some(BTreeMap::from([(
+                        CONTROL_PLANE_LABEL.to_string(),
+                        String::new(),
+                    )])),
+                    tolerations: Some(master_tolerations()),
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_string(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    init_containers: Some(vec![install]),
+                    containers,
+                    volumes: Some(volumes()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `cpm-agents.yaml`: the agents' kubeconfig ConfigMap and the DaemonSet.
+pub fn render(opts: &Options, held: &[(String, String)]) -> anyhow::Result<String> {
+    let cm = ConfigMap {
+        metadata: meta(KUBECONFIG_CM, Some(NAMESPACE), "cpm"),
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_string(),
+            KUBECONFIG.to_string(),
+        )])),
+        ..Default::default()
+    };
+    Ok(file(
+        "The cpm agents on every master: cpm-certs, cpm-kubeconfig, cpm-manifests, cpm-etcd, and\n\
+         one image holder per control-plane image (kept pulled before a manifest names it).\n\
+         Needs: Secret cpm-config (key config.yaml) and Secret cpm-pki in cpm-system.",
+        &[yaml(&cm)?, yaml(&daemonset(opts, held))?],
+    ))
+}

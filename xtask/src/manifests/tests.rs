@@ -1,0 +1,464 @@
+//! Tests of the generated manifests: drift against the committed tree, determinism, offline
+//! schema validation (kubernetes-validate --strict), structural checks of the
+//! monitoring.coreos.com kinds, least-privilege RBAC, and the alert rules under promtool.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use cpm_testing::etcd::find_tool;
+use serde_json::Value;
+
+use super::*;
+
+fn default_opts() -> Options {
+    Options {
+        registry: "cpm".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Every Kubernetes object of every generated file, with the file it came from.
+fn documents(files: &BTreeMap<String, String>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (rel, text) in files {
+        if rel == "monitoring/cpm-rules.yaml" {
+            // A plain Prometheus rule file, not a Kubernetes object.
+            continue;
+        }
+        for doc in text.split("\n---\n") {
+            let value: Value =
+                serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{rel}: not YAML: {e}"));
+            out.push((rel.clone(), value));
+        }
+    }
+    out
+}
+
+fn put(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    cpm_core::apply::write_atomic(path, text.as_bytes(), 0o644, None, None).unwrap();
+}
+
+#[test]
+fn committed_manifests_match_the_generator() {
+    let files = render(&default_opts()).unwrap();
+    let drifted = drift(&workspace_root().join("manifests"), &files).unwrap();
+    assert!(
+        drifted.is_empty(),
+        "manifests/ is out of date, run `cargo xtask manifests`: {drifted:?}"
+    );
+}
+
+#[test]
+fn generation_is_deterministic_and_every_file_has_the_header() {
+    let a = render(&default_opts()).unwrap();
+    let b = render(&default_opts()).unwrap();
+    assert_eq!(a, b);
+    for (rel, text) in &a {
+        assert!(text.starts_with(common::HEADER), "{rel}");
+    }
+}
+
+#[test]
+fn check_names_changed_missing_and_stale_files_and_write_repairs_them() {
+    let files = render(&default_opts()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(drift(dir.path(), &files).unwrap().len(), files.len());
+    assert_eq!(write(dir.path(), &files).unwrap(), files.len());
+    assert!(drift(dir.path(), &files).unwrap().is_empty());
+    assert_eq!(
+        write(dir.path(), &files).unwrap(),
+        0,
+        "a second write changes nothing"
+    );
+
+    put(&dir.path().join("cpm-agents.yaml"), "# edited by hand\n");
+    put(
+        &dir.path().join("old/gone.yaml"),
+        &format!("{}kind: Gone\n", common::HEADER),
+    );
+    put(&dir.path().join("README.md"), "hand-written, kept\n");
+    let drifted = drift(dir.path(), &files).unwrap();
+    assert_eq!(
+        drifted,
+        vec![
+            "cpm-agents.yaml differs".to_string(),
+            "old/gone.yaml is no longer generated".to_string()
+        ]
+    );
+    write(dir.path(), &files).unwrap();
+    assert!(drift(dir.path(), &files).unwrap().is_empty());
+    assert!(!dir.path().join("old/gone.yaml").exists());
+    assert!(dir.path().join("README.md").exists());
+}
+
+#[test]
+fn registry_prefix_and_version_name_the_images() {
+    let opts = Options {
+        registry: "registry.example.com/cpm".to_string(),
+        version: "9.9.9".to_string(),
+    };
+    let files = render(&opts).unwrap();
+    let agents = &files["cpm-agents.yaml"];
+    for bin in [
+        "cpm-certs",
+        "cpm-kubeconfig",
+        "cpm-manifests",
+        "cpm-etcd",
+        "cpm-holder",
+    ] {
+        assert!(
+            agents.contains(&format!("image: registry.example.com/cpm/{bin}:9.9.9")),
+            "{bin}"
+        );
+    }
+    assert!(
+        files["control-plane-proxy.yaml"]
+            .contains("registry.example.com/cpm/metrics-rbac-proxy:9.9.9")
+    );
+    assert!(
+        files["etcd-backup/cronjob-template.yaml"]
+            .contains("registry.example.com/cpm/etcd-backup:9.9.9")
+    );
+    let pod = &files["static-pods/kubernetes-api-proxy.yaml"];
+    assert!(pod.contains("registry.example.com/cpm/api-proxy:9.9.9"));
+    assert!(pod.contains("registry.example.com/cpm/proxy-reloader:9.9.9"));
+}
+
+fn is_monitoring(v: &Value) -> bool {
+    v["apiVersion"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("monitoring.coreos.com/"))
+}
+
+#[test]
+fn every_object_validates_against_the_kubernetes_openapi_schema() {
+    let Some(tool) = find_tool("kubernetes-validate", "KUBERNETES_VALIDATE") else {
+        return;
+    };
+    let files = render(&default_opts()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (i, (rel, doc)) in documents(&files).into_iter().enumerate() {
+        if is_monitoring(&doc) {
+            continue;
+        }
+        let kind = doc["kind"].as_str().unwrap().to_lowercase();
+        let path = dir.path().join(format!("{i:02}-{kind}.yaml"));
+        put(&path, &serde_saphyr::to_string(&doc).unwrap());
+        paths.push((rel, path));
+    }
+    // The CronJob template with a real node name, as a user would render it.
+    let config = cpm_core::config::ControlPlaneConfiguration::parse(
+        &std::fs::read_to_string(workspace_root().join(EXAMPLE_CONFIG)).unwrap(),
+        Path::new(EXAMPLE_CONFIG),
+    )
+    .unwrap();
+    let job = workloads::backup_cronjob(&default_opts(), "master-1", &config.etcd.backup);
+    let path = dir.path().join("cronjob-master-1.yaml");
+    put(&path, &serde_saphyr::to_string(&job).unwrap());
+    paths.push(("etcd-backup (master-1)".to_string(), path));
+    assert!(paths.len() >= 20, "{} objects", paths.len());
+    for version in ["1.31.0", "1.33.0", "1.34.0"] {
+        let out = Command::new(&tool)
+            .args(["-k", version, "--strict"])
+            .args(paths.iter().map(|(_, p)| p))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "kubernetes-validate -k {version} --strict: {text}\nfiles: {paths:?}"
+        );
+        assert_eq!(
+            text.matches(" passed for resource ").count(),
+            paths.len(),
+            "{text}"
+        );
+    }
+}
+
+fn non_empty_str(v: &Value, what: &str) {
+    assert!(
+        v.as_str().is_some_and(|s| !s.is_empty()),
+        "{what} must be a non-empty string: {v}"
+    );
+}
+
+#[test]
+fn monitoring_objects_have_their_required_fields() {
+    let files = render(&default_opts()).unwrap();
+    let mut kinds = BTreeSet::new();
+    for (rel, doc) in documents(&files) {
+        if !is_monitoring(&doc) {
+            continue;
+        }
+        assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1", "{rel}");
+        non_empty_str(&doc["metadata"]["name"], "metadata.name");
+        assert_eq!(doc["metadata"]["namespace"], common::NAMESPACE, "{rel}");
+        let kind = doc["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "PrometheusRule" => {
+                let groups = doc["spec"]["groups"].as_array().unwrap();
+                assert!(!groups.is_empty());
+                for g in groups {
+                    non_empty_str(&g["name"], "group name");
+                    for r in g["rules"].as_array().unwrap() {
+                        non_empty_str(&r["alert"], "alert");
+                        non_empty_str(&r["expr"], "expr");
+                        non_empty_str(&r["for"], "for");
+                        let sev = r["labels"]["severity"].as_str().unwrap();
+                        assert!(["warning", "critical"].contains(&sev), "{r}");
+                        non_empty_str(&r["annotations"]["summary"], "summary");
+                        non_empty_str(&r["annotations"]["description"], "description");
+                        assert!(
+                            r["annotations"]["runbook_url"]
+                                .as_str()
+                                .unwrap()
+                                .starts_with("docs/operations.md#"),
+                            "{r}"
+                        );
+                    }
+                }
+            }
+            "ServiceMonitor" => {
+                assert!(doc["spec"]["selector"].is_object(), "{rel}");
+                let endpoints = doc["spec"]["endpoints"].as_array().unwrap();
+                assert!(!endpoints.is_empty());
+                for e in endpoints {
+                    non_empty_str(&e["port"], "endpoint port");
+                    non_empty_str(&e["path"], "endpoint path");
+                    assert_eq!(e["scheme"], "https", "{e}");
+                    non_empty_str(&e["bearerTokenFile"], "bearerTokenFile");
+                    assert!(e["tlsConfig"].is_object(), "{e}");
+                }
+            }
+            other => panic!("{rel}: unexpected monitoring kind {other}"),
+        }
+        kinds.insert(kind);
+    }
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["PrometheusRule".to_string(), "ServiceMonitor".to_string()])
+    );
+    // The plain rule file is exactly the PrometheusRule's spec.
+    let plain: Value = serde_saphyr::from_str(&files["monitoring/cpm-rules.yaml"]).unwrap();
+    let rule: Value = serde_saphyr::from_str(&files["monitoring/prometheusrule.yaml"]).unwrap();
+    assert_eq!(plain, rule["spec"]);
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let files = render(&default_opts()).unwrap();
+    for (rel, doc) in documents(&files) {
+        let kind = doc["kind"].as_str().unwrap();
+        if kind != "ClusterRole" && kind != "Role" {
+            continue;
+        }
+        for r in doc["rules"].as_array().unwrap() {
+            let list = |k: &str| -> Vec<String> {
+                r[k].as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default()
+            };
+            for k in ["verbs", "resources", "apiGroups", "nonResourceURLs"] {
+                assert!(
+                    !list(k).contains(&"*".to_string()),
+                    "{rel}: wildcard {k}: {r}"
+                );
+            }
+            assert!(!list("verbs").contains(&"delete".to_string()), "{rel}: {r}");
+            if list("resources").contains(&"secrets".to_string()) {
+                let verbs = list("verbs");
+                assert!(
+                    verbs == ["create"] || !list("resourceNames").is_empty(),
+                    "{rel}: secrets readable without a name: {r}"
+                );
+                assert!(!verbs.contains(&"list".to_string()), "{rel}: {r}");
+            }
+        }
+    }
+}
+
+fn containers(doc: &Value) -> Vec<Value> {
+    let spec = &doc["spec"]["template"]["spec"];
+    spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(spec["initContainers"].as_array().into_iter().flatten())
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn agents_daemonset_runs_on_masters_with_hardened_containers() {
+    let files = render(&default_opts()).unwrap();
+    let docs = documents(&files);
+    let ds = &docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "DaemonSet" && d["metadata"]["name"] == "cpm")
+        .unwrap()
+        .1;
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["priorityClassName"], "system-node-critical");
+    assert!(
+        spec["nodeSelector"]
+            .as_object()
+            .unwrap()
+            .contains_key(common::CONTROL_PLANE_LABEL)
+    );
+    let names: Vec<String> = containers(ds)
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "cpm-certs",
+        "cpm-kubeconfig",
+        "cpm-manifests",
+        "cpm-etcd",
+        "image-holder-kube-apiserver",
+        "image-holder-kube-controller-manager",
+        "image-holder-kube-scheduler",
+        "image-holder-etcd",
+        "install-holder",
+    ] {
+        assert!(names.contains(&want.to_string()), "{want} in {names:?}");
+    }
+    let versions = cpm_core::versions::lookup("1.33".parse().unwrap()).unwrap();
+    for c in containers(ds) {
+        let name = c["name"].as_str().unwrap();
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["capabilities"]["drop"][0], "ALL", "{name}");
+        assert!(sc["capabilities"]["add"].is_null(), "{name}");
+        assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
+        if name.starts_with("cpm-") {
+            assert_eq!(sc["runAsUser"], 0, "{name} writes host files");
+            assert!(c["livenessProbe"]["httpGet"]["path"] == "/livez", "{name}");
+            assert!(
+                c["readinessProbe"]["httpGet"]["path"] == "/readyz",
+                "{name}"
+            );
+            let env: Vec<&str> = c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap())
+                .collect();
+            for e in ["NODE_NAME", "NODE_IP", "CPM_ROOT"] {
+                assert!(env.contains(&e), "{name}: {e}");
+            }
+        } else {
+            assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        }
+        if name.starts_with("image-holder-kube-") {
+            assert!(
+                c["image"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!(":{}", versions.kubernetes)),
+                "{c}"
+            );
+        }
+        if name == "image-holder-etcd" {
+            assert_eq!(
+                c["image"],
+                format!("registry.k8s.io/etcd:{}", versions.etcd)
+            );
+        }
+    }
+}
+
+/// The promtool unit tests, hand-written beside the suite.
+const PROMTOOL_TESTS: &str = "tests/promtool/cpm-rules.test.yaml";
+/// How the unit tests name the committed rule file.
+const COMMITTED_RULES: &str = "../../manifests/monitoring/cpm-rules.yaml";
+
+#[test]
+fn every_alert_has_firing_and_quiet_promtool_cases() {
+    let rules = monitoring::rules("0 */6 * * *");
+    let text = std::fs::read_to_string(workspace_root().join(PROMTOOL_TESTS)).unwrap();
+    let tests: Value = serde_saphyr::from_str(&text).unwrap();
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for t in tests["tests"].as_array().unwrap() {
+        for case in t["alert_rule_test"].as_array().into_iter().flatten() {
+            let name = case["alertname"].as_str().unwrap().to_string();
+            if case["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+                firing.insert(name);
+            } else {
+                quiet.insert(name);
+            }
+        }
+    }
+    for g in &rules.groups {
+        for r in &g.rules {
+            assert!(firing.contains(&r.alert), "{}: no firing case", r.alert);
+            assert!(quiet.contains(&r.alert), "{}: no quiet case", r.alert);
+        }
+    }
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let Some(promtool) = find_tool("promtool", "PROMTOOL") else {
+        return;
+    };
+    let files = render(&default_opts()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("cpm-rules.yaml");
+    put(&rules, &files["monitoring/cpm-rules.yaml"]);
+    let out = Command::new(&promtool)
+        .arg("check")
+        .arg("rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The unit tests name the committed file; run them on the generated one.
+    let text = std::fs::read_to_string(workspace_root().join(PROMTOOL_TESTS)).unwrap();
+    assert!(text.contains(COMMITTED_RULES));
+    let test_file = dir.path().join("cpm-rules.test.yaml");
+    put(&test_file, &text.replace(COMMITTED_RULES, "cpm-rules.yaml"));
+    let out = Command::new(&promtool)
+        .arg("test")
+        .arg("rules")
+        .arg(&test_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn backup_age_threshold_is_twice_the_schedule() {
+    assert_eq!(monitoring::schedule_period_seconds("0 */6 * * *"), 6 * 3600);
+    assert_eq!(monitoring::schedule_period_seconds("30 2 * * *"), 86400);
+    assert_eq!(monitoring::schedule_period_seconds("*/15 * * * *"), 900);
+    assert_eq!(monitoring::schedule_period_seconds("0 0 * * 1"), 86400);
+    let rules = monitoring::rules("0 */6 * * *");
+    let backup = rules
+        .groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .find(|r| r.alert == "CpmEtcdBackupTooOld")
+        .unwrap();
+    assert!(backup.expr.ends_with("> 43200"), "{}", backup.expr);
+}
