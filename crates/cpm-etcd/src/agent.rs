@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use cpm_core::apply::ApplyOptions;
 use cpm_core::cli::{CommonArgs, MissingFlag};
-use cpm_core::config::{ConfigError, ControlPlaneConfiguration};
+use cpm_core::config::{ConfigError, ControlPlaneConfiguration, KubernetesMinor};
+use cpm_core::controlplanenode::{ControlPlaneNodeStatus, Phase};
 use cpm_core::fileset::{DesiredFile, FileSet};
 use cpm_core::reconcile::{Agent, Mode, PassError, PassOutcome, converge};
 
@@ -172,6 +173,27 @@ impl EtcdAgent {
     }
 }
 
+/// The Kubernetes minor whose etcd this master runs: the `to` of a rollout under way on it, else
+/// the minor its record says it runs, else the configured one (no record, or one naming a minor
+/// outside the version map).
+pub fn effective_minor(
+    record: Option<&ControlPlaneNodeStatus>,
+    configured: KubernetesMinor,
+) -> KubernetesMinor {
+    let Some(s) = record else {
+        return configured;
+    };
+    let pick = if s.rollout.phase == Phase::InProgress {
+        &s.rollout.to
+    } else {
+        &s.version
+    };
+    pick.parse()
+        .ok()
+        .filter(|m| cpm_core::versions::lookup(*m).is_some())
+        .unwrap_or(configured)
+}
+
 /// Whether a URL host is the localhost address a single-node install advertises (`localhost`,
 /// `127.0.0.1`, `::1`). Other 127/8 addresses are ordinary node addresses here (the tests' simulated
 /// masters live on them).
@@ -293,7 +315,22 @@ impl Agent for EtcdAgent {
     }
 
     async fn pass(&mut self, mode: Mode) -> Result<PassOutcome, PassError> {
-        let (config, this) = self.load_inputs().map_err(PassError::input)?;
+        let (mut config, this) = self.load_inputs().map_err(PassError::input)?;
+        if let Some(k) = &self.kube {
+            // The minor this master is at, or moving to, per its rollout record (cpm-manifests
+            // serialises version changes across masters): etcd moves inside that step.
+            let record = match cpm_core::controlplanenode::api(k.clone())
+                .get_opt(&this.name)
+                .await
+            {
+                Ok(o) => o.map(|o| cpm_core::controlplanenode::status_of(&o)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no rollout record: etcd follows kubernetesVersion");
+                    None
+                }
+            };
+            config.kubernetes_version = effective_minor(record.as_ref(), config.kubernetes_version);
+        }
         let root = self.args.node_root();
         let read = |host: &str| -> Result<Option<Vec<u8>>, PassError> {
             let path = root.host(host).map_err(PassError::input)?;
@@ -672,5 +709,54 @@ impl EtcdAgent {
         };
         let _ = lease.release().await;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cpm_core::controlplanenode::RolloutStatus;
+
+    use super::*;
+
+    fn m(s: &str) -> KubernetesMinor {
+        s.parse().expect("minor")
+    }
+
+    #[test]
+    fn etcd_follows_the_masters_rollout_record() {
+        let configured = m("1.34");
+        assert_eq!(effective_minor(None, configured), m("1.34"));
+        let mut s = ControlPlaneNodeStatus {
+            version: "1.32".into(),
+            ..ControlPlaneNodeStatus::default()
+        };
+        assert_eq!(
+            effective_minor(Some(&s), configured),
+            m("1.32"),
+            "waits for its turn"
+        );
+        s.rollout = RolloutStatus {
+            phase: Phase::InProgress,
+            from: "1.32".into(),
+            to: "1.33".into(),
+            ..RolloutStatus::default()
+        };
+        assert_eq!(
+            effective_minor(Some(&s), configured),
+            m("1.33"),
+            "moves in its step"
+        );
+        s.rollout.phase = Phase::Failed;
+        assert_eq!(
+            effective_minor(Some(&s), configured),
+            m("1.32"),
+            "back with the restored master"
+        );
+        s.version = "1.99".into();
+        assert_eq!(
+            effective_minor(Some(&s), configured),
+            m("1.34"),
+            "unknown minor"
+        );
     }
 }
