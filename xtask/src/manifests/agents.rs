@@ -4,20 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
-};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapProjection, Container, EmptyDirVolumeSource, KeyToPath, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile, SecretVolumeSource,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    ConfigMap, ConfigMapProjection, Container, EmptyDirVolumeSource, KeyToPath, PodSpec,
+    ProjectedVolumeSource, SecretVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    CONTROL_PLANE_LABEL, NAMESPACE, Options, admin_probe, env, file, host_path, labels,
-    master_tolerations, meta, mount, node_identity, resources, security, yaml,
+    NAMESPACE, Options, admin_probe, env, file, host_path, master_daemonset, meta, mount,
+    node_identity, resources, runtime_default, security, yaml,
 };
 use super::rbac::AGENTS_SA;
 
@@ -270,7 +266,6 @@ fn volumes() -> Vec<Volume> {
 
 /// The DaemonSet `cpm` with the control-plane images of `held`.
 pub fn daemonset(opts: &Options, held: &[(String, String)]) -> DaemonSet {
-    let selector = BTreeMap::from([("app.kubernetes.io/name".to_string(), "cpm".to_string())]);
     let mut containers: Vec<Container> = AGENTS.iter().map(|a| agent_container(opts, a)).collect();
     containers.extend(held.iter().map(|(name, image)| holder(name, image)));
     let install = Container {
@@ -283,54 +278,20 @@ pub fn daemonset(opts: &Options, held: &[(String, String)]) -> DaemonSet {
         security_context: Some(security(false)),
         ..Default::default()
     };
-    DaemonSet {
-        metadata: meta("cpm", Some(NAMESPACE), "cpm"),
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..Default::default()
-            },
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_string()),
-                rolling_update: Some(RollingUpdateDaemonSet {
-                    max_unavailable: Some(IntOrString::Int(1)),
-                    ..Default::default()
-                }),
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels("cpm")),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(AGENTS_SA.to_string()),
-                    automount_service_account_token: Some(false),
-                    host_network: Some(true),
-                    dns_policy: Some("ClusterFirstWithHostNet".to_string()),
-                    priority_class_name: Some("system-node-critical".to_string()),
-                    node_selector: Some(BTreeMap::from([(
-                        CONTROL_PLANE_LABEL.to_string(),
-                        String::new(),
-                    )])),
-                    tolerations: Some(master_tolerations()),
-                    security_context: Some(PodSecurityContext {
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_string(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    termination_grace_period_seconds: Some(30),
-                    init_containers: Some(vec![install]),
-                    containers,
-                    volumes: Some(volumes()),
-                    ..Default::default()
-                }),
-            },
+    master_daemonset(
+        "cpm",
+        PodSpec {
+            service_account_name: Some(AGENTS_SA.to_string()),
+            automount_service_account_token: Some(false),
+            priority_class_name: Some("system-node-critical".to_string()),
+            security_context: Some(runtime_default()),
+            termination_grace_period_seconds: Some(30),
+            init_containers: Some(vec![install]),
+            containers,
+            volumes: Some(volumes()),
             ..Default::default()
-        }),
-        ..Default::default()
-    }
+        },
+    )
 }
 
 /// `cpm-agents.yaml`: the agents' kubeconfig ConfigMap and the DaemonSet.

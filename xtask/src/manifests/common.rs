@@ -3,12 +3,16 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector,
-    Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
@@ -219,4 +223,56 @@ pub fn file(comment: &str, docs: &[String]) -> String {
         }
     }
     out
+}
+
+/// Pod-level security of every cpm pod: the container runtime's default seccomp profile.
+pub fn runtime_default() -> PodSecurityContext {
+    PodSecurityContext {
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The DaemonSet `name` (namespace cpm-system, selected by `app.kubernetes.io/name: <name>`) on
+/// every master: host network, the control-plane node selector and tolerations, one node at a
+/// time on update. `pod` gives the rest of the pod.
+pub fn master_daemonset(name: &str, pod: PodSpec) -> DaemonSet {
+    let selector = BTreeMap::from([("app.kubernetes.io/name".to_string(), name.to_string())]);
+    DaemonSet {
+        metadata: meta(name, Some(NAMESPACE), name),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    ..Default::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(name)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    host_network: Some(true),
+                    dns_policy: Some("ClusterFirstWithHostNet".to_string()),
+                    node_selector: Some(BTreeMap::from([(
+                        CONTROL_PLANE_LABEL.to_string(),
+                        String::new(),
+                    )])),
+                    tolerations: Some(master_tolerations()),
+                    ..pod
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

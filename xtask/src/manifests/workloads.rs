@@ -4,21 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
-};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Service,
-    ServicePort, ServiceSpec,
+    NodeSelectorTerm, Pod, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    CONTROL_PLANE_LABEL, NAMESPACE, Options, admin_probe, env, env_field, file, host_path, labels,
-    master_tolerations, meta, mount, node_identity, resources, security, yaml,
+    NAMESPACE, Options, admin_probe, env, env_field, file, host_path, labels, master_daemonset,
+    master_tolerations, meta, mount, node_identity, resources, runtime_default, security, yaml,
 };
 use super::rbac::{METRICS_PATHS, PROXY_SA};
 
@@ -28,16 +25,6 @@ pub const UPSTREAMS_PLACEHOLDER: &str = "${CPM_BOOTSTRAP_UPSTREAMS}";
 pub const NODE_PLACEHOLDER: &str = "${NODE_NAME}";
 /// metrics-rbac-proxy's HTTPS port.
 pub const PROXY_PORT: i32 = 4209;
-
-fn runtime_default() -> PodSecurityContext {
-    PodSecurityContext {
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_string(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// The `kubernetes-api-proxy` static pod: api-proxy and proxy-reloader, host paths at the same
 /// paths inside the containers (`--root /`), so the kubelet's kubeconfig resolves its
@@ -276,54 +263,18 @@ pub fn control_plane_proxy(opts: &Options) -> DaemonSet {
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     };
-    let selector = BTreeMap::from([(
-        "app.kubernetes.io/name".to_string(),
-        "control-plane-proxy".to_string(),
-    )]);
-    DaemonSet {
-        metadata: meta(
-            "control-plane-proxy",
-            Some(NAMESPACE),
-            "control-plane-proxy",
-        ),
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..Default::default()
-            },
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_string()),
-                rolling_update: Some(RollingUpdateDaemonSet {
-                    max_unavailable: Some(IntOrString::Int(1)),
-                    ..Default::default()
-                }),
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels("control-plane-proxy")),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(PROXY_SA.to_string()),
-                    // In-cluster credentials for TokenReview/SubjectAccessReview.
-                    automount_service_account_token: Some(true),
-                    host_network: Some(true),
-                    dns_policy: Some("ClusterFirstWithHostNet".to_string()),
-                    priority_class_name: Some("system-cluster-critical".to_string()),
-                    node_selector: Some(BTreeMap::from([(
-                        CONTROL_PLANE_LABEL.to_string(),
-                        String::new(),
-                    )])),
-                    tolerations: Some(master_tolerations()),
-                    security_context: Some(runtime_default()),
-                    containers: vec![container],
-                    ..Default::default()
-                }),
-            },
+    master_daemonset(
+        "control-plane-proxy",
+        PodSpec {
+            service_account_name: Some(PROXY_SA.to_string()),
+            // In-cluster credentials for TokenReview/SubjectAccessReview.
+            automount_service_account_token: Some(true),
+            priority_class_name: Some("system-cluster-critical".to_string()),
+            security_context: Some(runtime_default()),
+            containers: vec![container],
             ..Default::default()
-        }),
-        ..Default::default()
-    }
+        },
+    )
 }
 
 /// The headless Service the ServiceMonitor selects.
