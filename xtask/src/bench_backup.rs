@@ -16,7 +16,7 @@ use cpm_core::config::KeyAlgorithm;
 use cpm_testing::etcd::{etcd_binary, etcdctl_binary, free_port};
 use cpm_testing::fixtures::{ca_bundle, etcd_pki, write_config};
 
-use crate::cmd::{self, workspace_root};
+use crate::cmd::{self};
 
 const NODE: &str = "master-1";
 /// A loopback address no test uses.
@@ -35,13 +35,7 @@ pub fn run(sizes_mib: &[u64], rounds: u32, parallel: usize) -> anyhow::Result<()
     let (Some(etcd), Some(ctl)) = (etcd_binary(), etcdctl_binary()) else {
         bail!("etcd and etcdctl are needed: bash .ci/install-deps");
     };
-    cmd::run(
-        "cargo",
-        &["build", "--locked", "--release", "-p", "etcd-backup"],
-    )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    let bin = target.join("release/etcd-backup");
+    let bin = cmd::release_binary("etcd-backup")?;
     let version = cmd::output(&etcd, &["--version"])?;
     let version = String::from_utf8_lossy(&version.stdout);
     eprintln!("{}", version.lines().next().unwrap_or("etcd ?"));

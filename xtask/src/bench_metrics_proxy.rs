@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::cmd::{self, workspace_root};
+use crate::cmd::{self};
 
 const TOKEN: &str = "bench-scraper-token";
 const TOKENREVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -36,21 +36,7 @@ const RATE_CONNS: u32 = 4;
 
 /// Runs the benchmark: `seconds` per timed phase, `rate` scrapes/s in the latency phase.
 pub fn run(seconds: u64, rate: u32) -> anyhow::Result<()> {
-    cmd::run(
-        "cargo",
-        &["build", "--locked", "--release", "-p", "metrics-rbac-proxy"],
-    )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("release/metrics-rbac-proxy");
+    let bin = cmd::release_binary("metrics-rbac-proxy")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

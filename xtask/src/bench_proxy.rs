@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::cmd::{self, workspace_root};
+use crate::cmd::{self};
 
 /// Listen backlog of the upstreams (a small one in the failover scenarios fills fast).
 const BACKLOG: i32 = 4096;
@@ -42,21 +42,7 @@ const IDLE_CONNECTIONS: usize = 9_000;
 /// Runs the whole benchmark; `seconds` bounds each timed phase.
 pub fn run(seconds: u64, rounds: u32, traffic_only: bool) -> anyhow::Result<()> {
     ensure_nginx()?;
-    cmd::run(
-        "cargo",
-        &["build", "--locked", "--release", "-p", "api-proxy"],
-    )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("release/api-proxy");
+    let bin = cmd::release_binary("api-proxy")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

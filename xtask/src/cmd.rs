@@ -27,6 +27,23 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds the binary of `package` in release mode and returns its path (under
+/// `CARGO_TARGET_DIR` when set, relative to the workspace root, else `target/`).
+pub fn release_binary(package: &str) -> anyhow::Result<PathBuf> {
+    run("cargo", &["build", "--locked", "--release", "-p", package])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target.join("release").join(package))
+}
+
 /// Runs a command and captures its output (no check of the exit code).
 pub fn output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> anyhow::Result<Output> {
     let program = program.as_ref();
