@@ -27,10 +27,10 @@ use cpm_core::cli::CommonArgs;
 use cpm_core::config::{ConfigError, ControlPlaneConfiguration};
 use cpm_core::exit::{Code, TERMINATION_LOG, chain, report_fatal};
 use cpm_core::reconcile::Readiness;
+use cpm_core::reconcile::Termination;
 use prometheus_client::registry::Registry;
 use socket2::{Domain, SockRef, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -492,12 +492,9 @@ pub async fn run(cli: Cli) -> Code {
         Ok(o) => o,
         Err(e) => return fatal(&e, Code::Usage),
     };
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => return fatal(&e, Code::Failure),
+    let mut termination = match Termination::install() {
+        Ok(t) => t,
+        Err(e) => return fatal(&e, Code::Failure),
     };
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::register(&mut registry);
@@ -521,10 +518,8 @@ pub async fn run(cli: Cli) -> Code {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: draining"),
-        _ = int.recv() => info!("SIGINT: draining"),
-    }
+    let sig = termination.recv().await;
+    info!("{sig}: draining");
     ready.abort();
     proxy.shutdown(Duration::from_secs(cli.drain_seconds)).await;
     Code::Ok

@@ -327,6 +327,32 @@ pub async fn run<A: Agent>(
     }
 }
 
+/// SIGTERM and SIGINT, handled together: what ends a long-running cpm process.
+#[derive(Debug)]
+pub struct Termination {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    /// Installs both handlers; from then on these signals no longer kill the process.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either signal; returns its name (`SIGTERM` or `SIGINT`).
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            biased;
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
 async fn daemon<A: Agent>(
     agent: &mut A,
     opts: &RunOptions,
@@ -334,8 +360,7 @@ async fn daemon<A: Agent>(
     metrics: &ReconcileMetrics,
     readiness: &Readiness,
 ) -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut termination = Termination::install()?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut backoff = opts.min_backoff;
     let mut pending = Some(Trigger::Start);
@@ -360,8 +385,7 @@ async fn daemon<A: Agent>(
         }
         tokio::select! {
             biased;
-            _ = term.recv() => { info!(agent = agent.name(), "SIGTERM: exiting"); return Ok(()) }
-            _ = int.recv() => { info!(agent = agent.name(), "SIGINT: exiting"); return Ok(()) }
+            sig = termination.recv() => { info!(agent = agent.name(), "{sig}: exiting"); return Ok(()) }
             _ = triggers.stop_rx.wait_for(|stop| *stop) => {
                 info!(agent = agent.name(), "stopped: exiting");
                 return Ok(());

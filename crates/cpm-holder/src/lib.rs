@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use cpm_core::reconcile::Termination;
 
 /// The name the binary installs itself under.
 pub const BINARY_NAME: &str = "cpm-holder";
@@ -109,19 +110,14 @@ fn read_self() -> Result<Vec<u8>, Error> {
 /// Sleeps until SIGTERM or SIGINT. As PID 1 of a container a process gets no default signal
 /// handling, so both handlers are installed explicitly before the `holding` line is printed.
 pub fn hold() -> Result<(), Error> {
-    use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .map_err(Error::Signals)?;
     rt.block_on(async {
-        let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+        let mut termination = Termination::install().map_err(Error::Signals)?;
         eprintln!("{HOLDING_LINE}");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        termination.recv().await;
         Ok(())
     })
 }
