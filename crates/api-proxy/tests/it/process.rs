@@ -36,22 +36,10 @@ async fn binary_runs_on_flags_only_serves_admin_and_exits_0_on_sigterm() {
         .spawn()
         .unwrap();
 
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = get(
-            &format!("http://{admin}/readyz"),
-            &Verify::Insecure,
-            Duration::from_secs(1),
-        )
-        .await
-            && r.status == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "admin /readyz never answered 200");
+    assert!(
+        cpm_testing::process::admin_ready(&admin).await,
+        "admin /readyz never answered 200"
+    );
     let listen: std::net::SocketAddr = listen.parse().unwrap();
     assert_eq!(id(listen, &cluster).await.unwrap(), "a");
     let metrics = get(
