@@ -1,6 +1,7 @@
 //! Processes under test: exit code and output of a finished one, readiness of a running one.
 
-use std::process::Output;
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 /// The exit code (-1 when killed by a signal).
 pub fn code(out: &Output) -> i32 {
@@ -23,12 +24,32 @@ pub async fn admin_ready(admin: &str) -> bool {
     use cpm_core::http::{Verify, get};
     let url = format!("http://{admin}/readyz");
     for _ in 0..100 {
-        if let Ok(r) = get(&url, &Verify::Insecure, std::time::Duration::from_secs(1)).await
+        if let Ok(r) = get(&url, &Verify::Insecure, Duration::from_secs(1)).await
             && r.status == 200
         {
             return true;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Sends `signal` (a `kill` option such as `-TERM`) to `child`, then waits up to `limit` for it
+/// to exit. `None` when it did not; it is then killed, so no process outlives the test.
+pub fn signal_and_wait(child: &mut Child, signal: &str, limit: Duration) -> Option<ExitStatus> {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("invariant: kill runs");
+    assert!(sent.success(), "kill {signal} {} failed", child.id());
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("invariant: try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }

@@ -129,19 +129,9 @@ fn daemon_serves_admin_reacts_to_config_and_exits_0_on_sigterm() {
     });
     assert_eq!(node.root.entries(), good);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit =
+        cpm_testing::process::signal_and_wait(&mut daemon.0, "-TERM", Duration::from_secs(30))
+            .expect("no exit after SIGTERM");
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean exit");
     let mut logs = String::new();
     daemon

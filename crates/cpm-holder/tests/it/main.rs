@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cpm-holder");
 
@@ -74,23 +74,9 @@ fn hold_then(signal: &str) {
     // Still holding a moment later.
     std::thread::sleep(Duration::from_millis(200));
     assert!(child.try_wait().unwrap().is_none(), "hold exited early");
-    let kill = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0), "{signal}: {status:?}");
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no exit after {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = cpm_testing::process::signal_and_wait(&mut child, signal, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no exit after {signal}"));
+    assert_eq!(status.code(), Some(0), "{signal}: {status:?}");
 }
 
 #[test]

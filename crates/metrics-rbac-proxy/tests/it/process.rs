@@ -137,22 +137,8 @@ async fn binary_runs_on_flags_only_serves_admin_and_exits_0_on_sigterm() {
         assert!(text.contains(line), "{line} missing in\n{text}");
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut code = None;
-    for _ in 0..100 {
-        if let Some(s) = child.try_wait().unwrap() {
-            code = s.code();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if code.is_none() {
-        let _ = child.kill();
-    }
+    let code = cpm_testing::process::signal_and_wait(&mut child, "-TERM", Duration::from_secs(10))
+        .and_then(|s| s.code());
     assert_eq!(code, Some(0));
 }
 
