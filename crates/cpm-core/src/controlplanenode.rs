@@ -113,6 +113,13 @@ pub struct ControlPlaneNodeStatus {
     /// Earliest expiry among the master's control-plane certificates (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_expiry: Option<String>,
+    /// Expiry (RFC 3339) of each certificate under `/etc/kubernetes/pki`, by path below it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, String>,
+    /// Why this master does not move although the cluster has not reached the configured
+    /// version (another master holds the rollout Lease, images not pulled yet, a halt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// The last rollout.
     #[serde(default)]
     pub rollout: RolloutStatus,
@@ -146,14 +153,16 @@ pub async fn get_or_create(
     }
 }
 
-/// Replaces the status of `node` (a merge patch of the whole status).
+/// Replaces the status of `node` as a whole (a JSON patch: a merge patch would keep fields the
+/// new status leaves out, such as a cleared failure reason).
 pub async fn patch_status(
     api: &Api<DynamicObject>,
     node: &str,
     status: &ControlPlaneNodeStatus,
 ) -> Result<DynamicObject, kube::Error> {
-    let patch = json!({"status": status});
-    api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+    let ops = json!([{"op": "add", "path": "/status", "value": status}]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+    api.patch(node, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
 }
 
@@ -167,6 +176,20 @@ pub async fn remove_annotation(
     api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)
+}
+
+/// Marks an agent dirty on every change of the object of `node` (all objects with `None`).
+/// Until the CRD exists the watch retries with backoff.
+pub fn watch(
+    client: kube::Client,
+    node: Option<&str>,
+    tx: crate::reconcile::TriggerSender,
+) -> crate::kube::KubeWatch {
+    let mut config = kube::runtime::watcher::Config::default();
+    if let Some(n) = node {
+        config = config.fields(&format!("metadata.name={n}"));
+    }
+    crate::kube::watch_triggers(api(client), config, tx)
 }
 
 /// The CustomResourceDefinition, as a JSON object.
@@ -203,6 +226,7 @@ pub fn crd() -> Value {
                     {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
                     {"name": "To", "type": "string", "jsonPath": ".status.rollout.to"},
                     {"name": "Certificates-Expire", "type": "string", "jsonPath": ".status.certificateExpiry"},
+                    {"name": "Waiting", "type": "string", "jsonPath": ".status.waiting", "priority": 1},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                 ],
                 "schema": {"openAPIV3Schema": {
@@ -219,6 +243,8 @@ pub fn crd() -> Value {
                                 "version": string,
                                 "highestVersion": string,
                                 "certificateExpiry": string,
+                                "certificates": {"type": "object", "additionalProperties": string},
+                                "waiting": string,
                                 "components": {
                                     "type": "object",
                                     "additionalProperties": {
@@ -238,7 +264,72 @@ pub fn crd() -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use cpm_testing::apiserver::ApiServer;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use tokio::sync::mpsc;
+
     use super::*;
+    use crate::reconcile::Trigger;
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Trigger>) -> Option<Trigger> {
+        tokio::time::timeout(Duration::from_secs(15), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_node_s_watch_selects_its_own_object_and_fires_on_its_changes() -> anyhow::Result<()>
+    {
+        let server = ApiServer::start().await?;
+        let client = server.admin_client().await?;
+        let crd: CustomResourceDefinition = serde_json::from_value(crd())?;
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await?;
+        let objects = api(client.clone());
+        let status = ControlPlaneNodeStatus::default();
+        get_or_create(&objects, "master-2", &status).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watch = watch(client, Some("master-1"), tx);
+        // The initial list: Init and InitDone, nothing of master-2's.
+        assert_eq!(next(&mut rx).await, Some(Trigger::Kube));
+        assert_eq!(next(&mut rx).await, Some(Trigger::Kube));
+        let ready = server.wait_for_request(|r| r.query.contains("watch=true"));
+        tokio::time::timeout(Duration::from_secs(15), ready).await?;
+        // master-1 is created and changes (master-2's change is outside the field selector, which
+        // the test API server applies as kube-apiserver does).
+        patch_status(
+            &objects,
+            "master-2",
+            &ControlPlaneNodeStatus {
+                version: "1.33".into(),
+                ..status.clone()
+            },
+        )
+        .await?;
+        get_or_create(&objects, "master-1", &status).await?;
+        assert_eq!(next(&mut rx).await, Some(Trigger::Kube));
+        patch_status(
+            &objects,
+            "master-1",
+            &ControlPlaneNodeStatus {
+                version: "1.33".into(),
+                ..status.clone()
+            },
+        )
+        .await?;
+        assert_eq!(next(&mut rx).await, Some(Trigger::Kube));
+        let seen = server.requests();
+        assert!(
+            seen.iter().any(|r| r.query.contains("watch=true")
+                && r.query.contains("fieldSelector=metadata.name%3Dmaster-1")),
+            "{seen:?}"
+        );
+        Ok(())
+    }
 
     #[test]
     fn status_round_trips_and_tolerates_missing_fields() {
@@ -253,6 +344,8 @@ mod tests {
                 },
             )]),
             certificate_expiry: None,
+            certificates: BTreeMap::new(),
+            waiting: Some("images".into()),
             rollout: RolloutStatus {
                 phase: Phase::Failed,
                 from: "1.32".into(),

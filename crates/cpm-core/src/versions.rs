@@ -54,5 +54,47 @@ pub fn supported_range() -> String {
     )
 }
 
+/// The numbers of an etcd tag (`3.6.4-0` → `[3, 6, 4, 0]`; a missing revision is 0).
+fn etcd_version(tag: &str) -> Option<[u32; 4]> {
+    let mut p = tag.split(['.', '-']);
+    let mut out = [0; 4];
+    for (i, slot) in out.iter_mut().enumerate() {
+        match p.next() {
+            Some(n) => *slot = n.parse().ok()?,
+            None if i == 3 => {}
+            None => return None,
+        }
+    }
+    Some(out)
+}
+
+/// How etcd may move from the tag it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdMove {
+    /// Only forward: etcd is never put back to an older release, as kubeadm does; a Kubernetes
+    /// downgrade keeps the etcd it has.
+    Forward,
+    /// Undoing a failed upgrade step: back to the map's older patch release of the same minor,
+    /// but never to an older minor (an older etcd minor cannot read a newer one's data without
+    /// etcd's own downgrade procedure).
+    UndoUpgrade,
+}
+
+/// The etcd tag to run given the version map's `mapped` tag and the `running` one.
+pub fn etcd_tag<'a>(mapped: &'a str, running: Option<&'a str>, how: EtcdMove) -> &'a str {
+    let (Some(r), Some(rv), Some(mv)) = (
+        running,
+        running.and_then(etcd_version),
+        etcd_version(mapped),
+    ) else {
+        return mapped;
+    };
+    let newer = match how {
+        EtcdMove::Forward => rv > mv,
+        EtcdMove::UndoUpgrade => rv[..2] > mv[..2],
+    };
+    if newer { r } else { mapped }
+}
+
 #[cfg(test)]
 mod tests;

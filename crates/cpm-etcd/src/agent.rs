@@ -14,6 +14,7 @@ use cpm_core::config::{ConfigError, ControlPlaneConfiguration, KubernetesMinor};
 use cpm_core::controlplanenode::{ControlPlaneNodeStatus, Phase};
 use cpm_core::fileset::{DesiredFile, FileSet};
 use cpm_core::reconcile::{Agent, Mode, PassError, PassOutcome, converge};
+use cpm_core::versions::EtcdMove;
 
 use crate::manifest::{
     ClusterState, DATA_DIR, Inputs, MANIFEST, Peer, quota_bytes, referenced_files, render,
@@ -194,6 +195,20 @@ pub fn effective_minor(
         .unwrap_or(configured)
 }
 
+/// How etcd may move this pass: back a patch release only to undo this master's failed upgrade
+/// step (its record says `Failed` moving up); otherwise only forward, so a Kubernetes downgrade
+/// keeps the etcd it has.
+pub fn etcd_move(record: Option<&ControlPlaneNodeStatus>) -> EtcdMove {
+    let Some(r) = record.map(|s| &s.rollout) else {
+        return EtcdMove::Forward;
+    };
+    let minor = |s: &str| s.parse::<KubernetesMinor>().ok();
+    match (r.phase, minor(&r.from), minor(&r.to)) {
+        (Phase::Failed, Some(from), Some(to)) if to > from => EtcdMove::UndoUpgrade,
+        _ => EtcdMove::Forward,
+    }
+}
+
 /// Whether a URL host is the localhost address a single-node install advertises (`localhost`,
 /// `127.0.0.1`, `::1`). Other 127/8 addresses are ordinary node addresses here (the tests' simulated
 /// masters live on them).
@@ -316,6 +331,7 @@ impl Agent for EtcdAgent {
 
     async fn pass(&mut self, mode: Mode) -> Result<PassOutcome, PassError> {
         let (mut config, this) = self.load_inputs().map_err(PassError::input)?;
+        let mut how = EtcdMove::Forward;
         if let Some(k) = &self.kube {
             // The minor this master is at, or moving to, per its rollout record (cpm-manifests
             // serialises version changes across masters): etcd moves inside that step.
@@ -330,6 +346,7 @@ impl Agent for EtcdAgent {
                 }
             };
             config.kubernetes_version = effective_minor(record.as_ref(), config.kubernetes_version);
+            how = etcd_move(record.as_ref());
         }
         let root = self.args.node_root();
         let read = |host: &str| -> Result<Option<Vec<u8>>, PassError> {
@@ -460,6 +477,7 @@ impl Agent for EtcdAgent {
             quota_bytes: rendered_quota,
             pki_files: &pki_files,
             running_tag: current.as_ref().and_then(|c| c.image_tag.as_deref()),
+            etcd_move: how,
         };
         let rendered = render(&inputs).ok_or_else(|| {
             PassError::input(std::io::Error::other(
@@ -746,12 +764,26 @@ mod tests {
             m("1.33"),
             "moves in its step"
         );
+        assert_eq!(etcd_move(Some(&s)), EtcdMove::Forward);
         s.rollout.phase = Phase::Failed;
         assert_eq!(
             effective_minor(Some(&s), configured),
             m("1.32"),
             "back with the restored master"
         );
+        assert_eq!(
+            etcd_move(Some(&s)),
+            EtcdMove::UndoUpgrade,
+            "a failed upgrade may take etcd back a patch"
+        );
+        s.rollout.from = "1.34".into();
+        assert_eq!(
+            etcd_move(Some(&s)),
+            EtcdMove::Forward,
+            "a failed downgrade never moved etcd back"
+        );
+        assert_eq!(etcd_move(None), EtcdMove::Forward);
+        s.rollout.from = "1.32".into();
         s.version = "1.99".into();
         assert_eq!(
             effective_minor(Some(&s), configured),

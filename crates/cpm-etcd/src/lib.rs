@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Code {
             return Code::Usage;
         }
     };
-    let mut agent = EtcdAgent::new(cli.common.clone(), kube);
+    let mut agent = EtcdAgent::new(cli.common.clone(), kube.clone());
     agent.departed_grace = std::time::Duration::from_secs(cli.departed_grace_seconds);
     let mut registry = Registry::default();
     agent.metrics = Some(metrics::EtcdMetrics::register(&mut registry));
@@ -79,10 +79,19 @@ pub async fn run(cli: Cli) -> Code {
     if let Some(dir) = backup_dir {
         metrics::BackupStatusCollector::register(&mut registry, &dir, &this.name);
     }
+    let mut watchers: Vec<cpm_core::runner::WatchStarter> = Vec::new();
+    if let Some(c) = kube {
+        // A version step recorded on this master's ControlPlaneNode moves etcd first: react at
+        // once (cpm-manifests waits for it before the apiserver).
+        let node = this.name.clone();
+        watchers.push(Box::new(move |tx| {
+            Box::new(cpm_core::controlplanenode::watch(c, Some(&node), tx))
+        }));
+    }
     let opts = RunnerOptions {
         default_admin: ADMIN_ADDR,
         watch: agent.inputs(),
-        watchers: Vec::new(),
+        watchers,
     };
     run_agent(&mut agent, &cli.common, registry, opts).await
 }

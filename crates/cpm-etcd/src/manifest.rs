@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use cpm_core::config::{ControlPlaneConfiguration, Quota};
 use cpm_core::staticpod::{Probes, StaticPod, checksum, dir, pod, with_checksum};
-use cpm_core::versions;
+use cpm_core::versions::{self, EtcdMove, etcd_tag};
 
 /// The manifest's host path.
 pub const MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
@@ -54,22 +54,8 @@ pub struct Inputs<'a> {
     pub pki_files: &'a BTreeMap<String, Option<Vec<u8>>>,
     /// The etcd image tag the node runs now, if any.
     pub running_tag: Option<&'a str>,
-}
-
-/// `major.minor` of an etcd tag (`3.6.4-0` → `(3, 6)`).
-fn etcd_minor(tag: &str) -> Option<(u32, u32)> {
-    let mut p = tag.split(['.', '-']);
-    Some((p.next()?.parse().ok()?, p.next()?.parse().ok()?))
-}
-
-/// The etcd tag to run: the version map's, except that etcd never moves to an older minor than
-/// the one it runs (an older etcd minor cannot read a newer one's data without etcd's own
-/// downgrade procedure), so a Kubernetes downgrade such as 1.34 → 1.33 keeps etcd 3.6.
-pub fn etcd_tag<'a>(mapped: &'a str, running: Option<&'a str>) -> &'a str {
-    match (running, running.and_then(etcd_minor), etcd_minor(mapped)) {
-        (Some(r), Some(rm), Some(mm)) if rm > mm => r,
-        _ => mapped,
-    }
+    /// How etcd may move from `running_tag`.
+    pub etcd_move: EtcdMove,
 }
 
 /// The certificates and keys etcd reads.
@@ -181,7 +167,7 @@ pub fn render(i: &Inputs<'_>) -> Option<Rendered> {
         image: format!(
             "{}/etcd:{}",
             i.config.image_repository,
-            etcd_tag(v.etcd, i.running_tag)
+            etcd_tag(v.etcd, i.running_tag, i.etcd_move)
         ),
         command,
         probes: Probes {
