@@ -21,11 +21,17 @@ use tracing::{debug, info, warn};
 
 use crate::desired::{HEADER, Inputs, desired, referenced_files};
 use crate::files::{AuditPolicy, EncryptionKey, encryption_keys, parse_audit_policy};
-use crate::health::{Check, GateError, default_checks, wait_healthy};
+use crate::health::{
+    Check, ETCD_METRICS_URL, GateError, VerifyMode, default_checks, wait_healthy,
+    wait_healthy_named,
+};
 use crate::layout::{BACKUP_DIR, Component, ENCRYPTION_CONFIG, SCHEDULER_CONFIG, node_path, pki};
 use crate::metrics::ManifestMetrics;
 use crate::pods::CHECKSUM_ANNOTATION;
-use crate::rollout::{Prepared, Rollout, RolloutError, RolloutOptions, minor_on_disk};
+use crate::rollout::{
+    ETCD_MANIFEST, Prepared, Rollout, RolloutError, RolloutOptions, Target, etcd_image_on_disk,
+    minor_on_disk,
+};
 use crate::scheduler;
 use cpm_core::config::KubernetesMinor;
 use sha2::{Digest, Sha256};
@@ -106,6 +112,8 @@ pub struct ManifestsAgent {
     pub gate_settle: Duration,
     /// Health checks per component, instead of the defaults (tests).
     pub checks: Option<BTreeMap<Component, Vec<Check>>>,
+    /// etcd's health checks in a version step, instead of the default (tests).
+    pub etcd_checks: Option<Vec<Check>>,
     /// Checksums that failed their gate: not applied again until the inputs change.
     held_back: BTreeMap<Component, String>,
     /// Version rollouts across masters (used with a cluster client).
@@ -127,6 +135,7 @@ impl ManifestsAgent {
             gate_interval: Duration::from_secs(2),
             gate_settle: Duration::from_secs(20),
             checks: None,
+            etcd_checks: None,
             held_back: BTreeMap::new(),
             rollout: Rollout::new(RolloutOptions::default()),
         }
@@ -210,10 +219,11 @@ impl ManifestsAgent {
     async fn version_for_pass(
         &mut self,
         root: &NodeRoot,
-        target: KubernetesMinor,
+        cfg: &ControlPlaneConfiguration,
         on_disk: Option<KubernetesMinor>,
         mode: Mode,
     ) -> Result<(KubernetesMinor, Option<Prepared>), PassError> {
+        let target = cfg.kubernetes_version;
         let Some(client) = self.client.clone() else {
             return Ok((target, None));
         };
@@ -231,9 +241,14 @@ impl ManifestsAgent {
                 }));
             }
         };
+        let want = Target {
+            version: target,
+            config_hash: &hash,
+            image_repository: &cfg.image_repository,
+        };
         match self
             .rollout
-            .prepare(&client, root, &node, target, on_disk, &hash)
+            .prepare(&client, root, &node, want, on_disk)
             .await
         {
             Ok(p) => {
@@ -432,9 +447,7 @@ impl Agent for ManifestsAgent {
         }
         let current_apiserver = read(&Component::Apiserver.manifest())?;
         let on_disk = current_apiserver.as_deref().and_then(minor_on_disk);
-        let (version_minor, prepared) = self
-            .version_for_pass(&root, cfg.kubernetes_version, on_disk, mode)
-            .await?;
+        let (version_minor, prepared) = self.version_for_pass(&root, cfg, on_disk, mode).await?;
         let mut rendered = cfg.clone();
         rendered.kubernetes_version = version_minor;
         let cfg = &rendered;
@@ -489,11 +502,24 @@ impl Agent for ManifestsAgent {
             .unwrap_or_default();
         let mut failures = Vec::new();
         let mut order: Vec<&crate::desired::Manifest> = d.manifests.iter().collect();
-        if let Some(Prepared::Step { from, to }) = &prepared
-            && to < from
+        // etcd's part of a version step: first on upgrade, last on downgrade.
+        let mut etcd_step = None;
+        if let Some(Prepared::Step { from, to }) = &prepared {
+            if to < from {
+                // Downgrade: the reverse of the upgrade order, the apiserver last.
+                order.reverse();
+            }
+            if !self.gate_timeout.is_zero()
+                && let Some(tag) = expected_etcd_tag(&root, *to)
+            {
+                etcd_step = Some((to < from, tag));
+            }
+        }
+        if let Some((false, tag)) = &etcd_step
+            && let Err(e) = self.wait_for_etcd(&root, tag, &ca).await
         {
-            // Downgrade: the reverse of the upgrade order, the apiserver last.
-            order.reverse();
+            failures.push(e.to_string());
+            order.clear();
         }
         for m in order {
             let p = plan(&root, &m.set).map_err(PassError::runtime)?;
@@ -525,7 +551,9 @@ impl Agent for ManifestsAgent {
                 continue;
             }
             let checks = self.checks(m.component, loaded.node_ip, version);
-            let mirror = self.wait_for_mirror_pod(m.component, &m.checksum).await;
+            let mirror = self
+                .wait_for_mirror_pod(m.component.name(), &m.checksum, self.gate_timeout)
+                .await;
             let gate = match mirror {
                 Ok(()) => {
                     wait_healthy(
@@ -558,12 +586,34 @@ impl Agent for ManifestsAgent {
                 }
             }
         }
+        if failures.is_empty()
+            && let Some((true, tag)) = &etcd_step
+            && let Err(e) = self.wait_for_etcd(&root, tag, &ca).await
+        {
+            failures.push(e.to_string());
+        }
         self.after_pass(&root, prepared, &failures).await;
         if !failures.is_empty() {
             return Err(PassError::runtime(RunError::Gate(failures.join("; "))));
         }
         Ok(outcome)
     }
+}
+
+/// The etcd tag this master runs once at `to`: the version map's, never older than the one on
+/// disk (a downgrade keeps etcd). `None` when the node has no etcd manifest (nothing to gate).
+fn expected_etcd_tag(root: &NodeRoot, to: KubernetesMinor) -> Option<String> {
+    let (_, running) = etcd_image_on_disk(root)?;
+    let mapped = cpm_core::versions::lookup(to)?.etcd;
+    let how = cpm_core::versions::EtcdMove::Forward;
+    Some(cpm_core::versions::etcd_tag(mapped, Some(&running), how).to_string())
+}
+
+fn field(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .map(|v| v.trim_matches(['"', '\'']).to_string())
+        .unwrap_or_default()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -597,7 +647,9 @@ impl ManifestsAgent {
                 }
                 r
             }
-            Some(Prepared::Stay { .. }) => Rollout::record_components(&client, root, &node).await,
+            Some(Prepared::Stay { waiting, .. }) => {
+                Rollout::record_components(&client, root, &node, waiting).await
+            }
             None => Ok(()),
         };
         if let Err(e) = recorded {
@@ -607,25 +659,76 @@ impl ManifestsAgent {
 }
 
 impl ManifestsAgent {
-    /// With an API client: waits until the mirror pod of `component` on this node carries
-    /// `checksum` and is Ready, so the health checks that follow reach the new pod, not the old
-    /// one. Without a client: waits [`Self::gate_settle`] for the kubelet to replace the pod.
+    /// etcd's part of a version step. cpm-etcd renders etcd, following this master's
+    /// `ControlPlaneNode` record (it watches it); this waits until etcd's manifest names
+    /// `expected`, its mirror pod runs that manifest, and etcd answers healthy.
+    async fn wait_for_etcd(
+        &self,
+        root: &NodeRoot,
+        expected: &str,
+        ca: &[u8],
+    ) -> Result<(), GateError> {
+        let start = std::time::Instant::now();
+        let checksum = loop {
+            let text = read_opt(root, ETCD_MANIFEST)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let tag = etcd_image_on_disk(root).map(|(_, t)| t).unwrap_or_default();
+            if tag == expected {
+                break field(&text, &format!("{CHECKSUM_ANNOTATION}: "));
+            }
+            if start.elapsed() + self.gate_interval > self.gate_timeout {
+                return Err(GateError {
+                    component: "etcd",
+                    timeout: self.gate_timeout,
+                    last: format!(
+                        "{ETCD_MANIFEST} names etcd {tag:?}, not {expected:?} (cpm-etcd renders it: is it running on this master?)"
+                    ),
+                });
+            }
+            tokio::time::sleep(self.gate_interval).await;
+        };
+        info!(tag = expected, "etcd manifest written by cpm-etcd");
+        let left = |timeout: Duration| timeout.saturating_sub(start.elapsed());
+        self.wait_for_mirror_pod("etcd", &checksum, left(self.gate_timeout))
+            .await?;
+        let checks = self.etcd_checks.clone().unwrap_or_else(|| {
+            vec![Check {
+                url: format!("{ETCD_METRICS_URL}/health"),
+                verify: VerifyMode::Insecure,
+                git_version: None,
+            }]
+        });
+        wait_healthy_named(
+            "etcd",
+            &checks,
+            ca,
+            left(self.gate_timeout),
+            self.gate_interval,
+        )
+        .await?;
+        info!(tag = expected, "etcd healthy");
+        Ok(())
+    }
+
+    /// With an API client: waits until the mirror pod `<prefix>-<node>` carries `checksum` and
+    /// is Ready, so the health checks that follow reach the new pod, not the old one. Without a
+    /// client: waits [`Self::gate_settle`] for the kubelet to replace the pod.
     async fn wait_for_mirror_pod(
         &self,
-        component: Component,
+        prefix: &'static str,
         checksum: &str,
+        timeout: Duration,
     ) -> Result<(), GateError> {
         let Some(client) = &self.client else {
             tokio::time::sleep(self.gate_settle).await;
             return Ok(());
         };
-        let name = format!(
-            "{}-{}",
-            component.name(),
-            self.args.node_name().unwrap_or_default()
-        );
+        let name = format!("{prefix}-{}", self.args.node_name().unwrap_or_default());
         let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-        let deadline = std::time::Instant::now() + self.gate_timeout;
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             let last = match pods.get_opt(&name).await {
                 Ok(Some(pod)) => {
@@ -655,8 +758,8 @@ impl ManifestsAgent {
             };
             if std::time::Instant::now() + self.gate_interval > deadline {
                 return Err(GateError {
-                    component: component.name(),
-                    timeout: self.gate_timeout,
+                    component: prefix,
+                    timeout,
                     last,
                 });
             }

@@ -28,6 +28,10 @@ pub enum VerifyMode {
     Insecure,
 }
 
+/// etcd's metrics listener (plain HTTP on loopback), which serves `/health` in every etcd
+/// release cpm runs.
+pub const ETCD_METRICS_URL: &str = "http://127.0.0.1:2381";
+
 /// The default checks of `component` on a node with IP `ip`, expecting `version`.
 pub fn default_checks(component: Component, ip: std::net::IpAddr, version: &str) -> Vec<Check> {
     let host = match ip {
@@ -82,6 +86,17 @@ pub async fn wait_healthy(
     timeout: Duration,
     interval: Duration,
 ) -> Result<(), GateError> {
+    wait_healthy_named(component.name(), checks, cluster_ca, timeout, interval).await
+}
+
+/// [`wait_healthy`] for a component by name (etcd, which cpm-etcd renders).
+pub async fn wait_healthy_named(
+    component: &'static str,
+    checks: &[Check],
+    cluster_ca: &[u8],
+    timeout: Duration,
+    interval: Duration,
+) -> Result<(), GateError> {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match run_checks(checks, cluster_ca).await {
@@ -90,7 +105,7 @@ pub async fn wait_healthy(
         };
         if Instant::now() + interval > deadline {
             return Err(GateError {
-                component: component.name(),
+                component,
                 timeout,
                 last,
             });

@@ -7,6 +7,7 @@ pub mod desired;
 pub mod files;
 pub mod flags;
 pub mod health;
+pub mod holder;
 pub mod layout;
 pub mod metrics;
 pub mod pods;
@@ -46,6 +47,19 @@ pub struct Cli {
         default_value_t = 300
     )]
     pub health_timeout_seconds: u64,
+    /// The cpm-holder image. With it, a master takes part in a version rollout only once a
+    /// holder pod on it runs every image of the new version (the images are pulled); without
+    /// it, image presence is not checked.
+    #[arg(long, global = true, env = "CPM_HOLDER_IMAGE")]
+    pub holder_image: Option<String>,
+    /// Namespace of the image-holder pods.
+    #[arg(
+        long,
+        global = true,
+        env = "CPM_HOLDER_NAMESPACE",
+        default_value = "cpm-system"
+    )]
+    pub holder_namespace: String,
     /// What to do; without a command, reconcile the node's static pods.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -85,13 +99,37 @@ pub async fn run(cli: Cli) -> Code {
     let metrics = metrics::ManifestMetrics::register(&mut registry);
     let mut agent = ManifestsAgent::new(cli.common.clone(), Some(metrics), client.clone());
     agent.gate_timeout = Duration::from_secs(cli.health_timeout_seconds);
+    agent.rollout = rollout::Rollout::new(rollout::RolloutOptions {
+        holders: cli.holder_image.clone().map(|image| holder::HolderOptions {
+            namespace: cli.holder_namespace.clone(),
+            image,
+        }),
+        ..rollout::RolloutOptions::default()
+    });
     if let Err(e) = agent.load_inputs() {
         report_fatal(&e, Path::new(TERMINATION_LOG));
         return Code::Usage;
     }
     let mut watchers: Vec<cpm_core::runner::WatchStarter> = Vec::new();
     if let Some(c) = client {
-        watchers.push(Box::new(move |tx| Box::new(scheduler::watch(c, tx))));
+        let c2 = c.clone();
+        watchers.push(Box::new(move |tx| Box::new(scheduler::watch(c2, tx))));
+        // Another master's step ending, an operator's resume, and this master's image holder
+        // becoming ready each let a waiting master move now rather than at the next resync.
+        let c2 = c.clone();
+        watchers.push(Box::new(move |tx| {
+            Box::new(cpm_core::controlplanenode::watch(c2, None, tx))
+        }));
+        let ns = cli.holder_namespace.clone();
+        watchers.push(Box::new(move |tx| {
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(c, &ns);
+            let selector = format!("app.kubernetes.io/name={}", holder::HOLDER_APP);
+            Box::new(cpm_core::kube::watch_triggers(
+                pods,
+                kube::runtime::watcher::Config::default().labels(&selector),
+                tx,
+            ))
+        }));
     }
     let opts = RunnerOptions {
         default_admin: ADMIN_ADDR,

@@ -34,7 +34,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
 use tracing::{info, warn};
 
-use crate::layout::{Component, node_path};
+use crate::holder::{self, HolderOptions, HolderSpec, HolderState};
+use crate::layout::{Component, PKI, node_path};
 use crate::pods::CHECKSUM_ANNOTATION;
 use policy::{Decision, PolicyError, View, decide, minor_of_tag};
 
@@ -53,6 +54,8 @@ pub struct RolloutOptions {
     /// How long a holder that stopped renewing keeps the Lease (a master that dies mid-rollout
     /// blocks the others this long).
     pub lease_duration: Duration,
+    /// Image holders: with them, a master moves only once the new images are on it.
+    pub holders: Option<HolderOptions>,
 }
 
 impl Default for RolloutOptions {
@@ -60,8 +63,20 @@ impl Default for RolloutOptions {
         Self {
             lease_namespace: "kube-system".into(),
             lease_duration: Duration::from_secs(900),
+            holders: None,
         }
     }
+}
+
+/// What the configuration asks of this pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The configured minor.
+    pub version: KubernetesMinor,
+    /// sha256 of the configuration file.
+    pub config_hash: &'a str,
+    /// Where the control-plane images come from.
+    pub image_repository: &'a str,
 }
 
 /// A rollout cannot proceed.
@@ -179,6 +194,75 @@ pub fn components_on_disk(root: &NodeRoot) -> BTreeMap<String, ComponentStatus> 
     out
 }
 
+/// The etcd static pod manifest (written by cpm-etcd).
+pub const ETCD_MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
+
+fn image_of(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .map(|v| v.trim_matches(['"', '\'']).to_string())
+}
+
+/// The image of the etcd manifest on the node, and its tag.
+pub fn etcd_image_on_disk(root: &NodeRoot) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(root.join(node_path(ETCD_MANIFEST)).ok()?).ok()?;
+    let image = image_of(&text)?;
+    let tag = image.rsplit_once(':')?.1.to_string();
+    Some((image, tag))
+}
+
+/// Every image the node's control-plane manifests name now (what a rollback goes back to).
+pub fn images_on_disk(root: &NodeRoot) -> Vec<String> {
+    let mut out: Vec<String> = Component::ALL
+        .iter()
+        .filter_map(|c| {
+            let path = root.join(node_path(&c.manifest())).ok()?;
+            image_of(&std::fs::read_to_string(path).ok()?)
+        })
+        .collect();
+    out.extend(etcd_image_on_disk(root).map(|(image, _)| image));
+    out
+}
+
+/// The expiry (RFC 3339) of every certificate under `/etc/kubernetes/pki` and its `etcd/`, by
+/// path below the PKI directory; files that do not parse are left out.
+pub fn certificates_on_disk(root: &NodeRoot) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for sub in ["", "etcd/"] {
+        let Ok(dir) = root.join(node_path(&format!("{PKI}/{sub}"))) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".crt") {
+                continue;
+            }
+            let Ok(pem) = std::fs::read(e.path()) else {
+                continue;
+            };
+            if let Ok(info) = cpm_core::pki::inspect(&pem)
+                && let Ok(at) = info
+                    .not_after
+                    .format(&time::format_description::well_known::Rfc3339)
+            {
+                out.insert(format!("{sub}{name}"), at);
+            }
+        }
+    }
+    out
+}
+
+/// Fills what the node has on disk into `status`: components and certificates.
+fn observe(root: &NodeRoot, status: &mut ControlPlaneNodeStatus) {
+    status.components = components_on_disk(root);
+    status.certificates = certificates_on_disk(root);
+    // RFC 3339 in UTC sorts as time.
+    status.certificate_expiry = status.certificates.values().min().cloned();
+}
+
 async fn kubelet_minors(client: &kube::Client) -> Result<Vec<KubernetesMinor>, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     Ok(nodes
@@ -225,10 +309,10 @@ impl Rollout {
         client: &kube::Client,
         root: &NodeRoot,
         node: &str,
-        target: KubernetesMinor,
+        want: Target<'_>,
         on_disk: Option<KubernetesMinor>,
-        config_hash: &str,
     ) -> Result<Prepared, RolloutError> {
+        let (target, config_hash) = (want.version, want.config_hash);
         let api = cpn::api(client.clone());
         let all = api
             .list(&ListParams::default())
@@ -353,6 +437,7 @@ impl Rollout {
         })?;
         let to = match decision {
             Decision::Converged => {
+                self.release_holders(client, node).await;
                 return Ok(Prepared::Stay {
                     version: own_version,
                     waiting: None,
@@ -373,6 +458,15 @@ impl Rollout {
             }
             Decision::Move { to } => to,
         };
+        if let Some(why) = self
+            .images_missing(client, root, node, to, want.image_repository)
+            .await?
+        {
+            return Ok(Prepared::Stay {
+                version: own_version,
+                waiting: Some(why),
+            });
+        }
         if let Some(holder) = self.try_lease(client, node).await? {
             return Ok(Prepared::Stay {
                 version: own_version,
@@ -382,6 +476,7 @@ impl Rollout {
             });
         }
         backup_manifests(root).map_err(api_err("cannot back up the manifests"))?;
+        status.waiting = None;
         status.rollout = RolloutStatus {
             phase: Phase::InProgress,
             from: own_version.to_string(),
@@ -407,6 +502,57 @@ impl Rollout {
             from: own_version,
             to,
         })
+    }
+
+    /// Why this master cannot move to `to` yet for want of images (`None`: every image is on
+    /// the node, or image holders are off). Keeps a holder pod with the images of `to` and those
+    /// the node runs now.
+    async fn images_missing(
+        &self,
+        client: &kube::Client,
+        root: &NodeRoot,
+        node: &str,
+        to: KubernetesMinor,
+        repository: &str,
+    ) -> Result<Option<String>, RolloutError> {
+        let Some(opts) = &self.opts.holders else {
+            warn!(node, %to, "no holder image configured: the images of {to} are not checked before the move");
+            return Ok(None);
+        };
+        let running_etcd = etcd_image_on_disk(root).map(|(_, tag)| tag);
+        let mut images =
+            holder::images(repository, to, running_etcd.as_deref()).unwrap_or_default();
+        for image in images_on_disk(root) {
+            if !images.contains(&image) {
+                images.push(image);
+            }
+        }
+        let spec = HolderSpec {
+            namespace: opts.namespace.clone(),
+            node: node.to_string(),
+            holder_image: opts.image.clone(),
+            images,
+        };
+        match holder::ensure(client, &spec)
+            .await
+            .map_err(api_err(format!(
+                "cannot keep the image holder pod of {node}"
+            )))? {
+            HolderState::Ready => Ok(None),
+            HolderState::Waiting(why) => {
+                Ok(Some(format!("moving to {to} waits for its images: {why}")))
+            }
+        }
+    }
+
+    /// Deletes this master's image holder pods (none is needed outside a step).
+    async fn release_holders(&self, client: &kube::Client, node: &str) {
+        let Some(opts) = &self.opts.holders else {
+            return;
+        };
+        if let Err(e) = holder::remove_all(client, &opts.namespace, node).await {
+            warn!(error = %e, "cannot delete the image holder pods; retried next pass");
+        }
     }
 
     /// `None` when we hold the Lease now, else the other holder.
@@ -461,7 +607,8 @@ impl Rollout {
                 status.rollout.reason = Some(why.clone());
             }
         }
-        status.components = components_on_disk(root);
+        observe(root, &mut status);
+        status.waiting = None;
         self.failed = gate.is_err();
         cpn::patch_status(&api, node, &status)
             .await
@@ -495,14 +642,17 @@ impl Rollout {
         {
             warn!(error = %cpm_core::exit::chain(&e), "cannot release the rollout Lease; it expires on its own");
         }
+        self.release_holders(client, node).await;
         Ok(())
     }
 
-    /// Keeps this master's component versions and checksums current in its status.
+    /// Keeps this master's status current: component versions and checksums, certificate
+    /// expiry, and what it waits for.
     pub async fn record_components(
         client: &kube::Client,
         root: &NodeRoot,
         node: &str,
+        waiting: Option<String>,
     ) -> Result<(), RolloutError> {
         let api = cpn::api(client.clone());
         let Some(own) = api
@@ -512,12 +662,13 @@ impl Rollout {
         else {
             return Ok(());
         };
-        let mut status = cpn::status_of(&own);
-        let components = components_on_disk(root);
-        if status.components == components {
+        let old = cpn::status_of(&own);
+        let mut status = old.clone();
+        observe(root, &mut status);
+        status.waiting = waiting;
+        if status == old {
             return Ok(());
         }
-        status.components = components;
         cpn::patch_status(&api, node, &status)
             .await
             .map_err(api_err(format!("cannot update ControlPlaneNode {node}")))?;

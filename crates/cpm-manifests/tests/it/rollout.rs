@@ -1,8 +1,15 @@
 //! Version rollouts across three simulated masters: three node roots, the test API server, and
-//! per node a simulated kubelet (mirror pods carrying each manifest's checksum, Ready unless the
-//! test breaks that node at a version) plus component stubs answering `/readyz` and `/version`
-//! for the image tag in the manifest the node currently has. Every manifest change the kubelets
-//! see goes into one event log, from which serialisation and skew are checked.
+//! per node:
+//! - a simulated kubelet: mirror pods carrying each manifest's checksum (Ready unless the test
+//!   breaks that node at a version), and the status of image-holder pods (every image running,
+//!   or `ErrImagePull` for an image the test makes unpullable on that node);
+//! - an etcd stand-in for cpm-etcd: it rewrites the node's etcd manifest to the tag cpm-etcd's
+//!   own version choice gives for the node's `ControlPlaneNode` record;
+//! - component stubs answering `/readyz`, `/version` and etcd's `/health` for the image tag in
+//!   the manifest the node currently has.
+//!
+//! Every manifest change the kubelets see goes into one event log, from which serialisation,
+//! order and skew are checked.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +20,7 @@ use cpm_core::controlplanenode::{self as cpn, ControlPlaneNodeStatus, Phase};
 use cpm_core::reconcile::{Agent, Mode};
 use cpm_manifests::agent::ManifestsAgent;
 use cpm_manifests::health::{Check, VerifyMode};
+use cpm_manifests::holder::HolderOptions;
 use cpm_manifests::layout::Component;
 use cpm_manifests::metrics::ManifestMetrics;
 use cpm_manifests::rollout::RolloutOptions;
@@ -20,7 +28,7 @@ use cpm_testing::apiserver::ApiServer;
 use k8s_openapi::api::core::v1::{Event, Node as KubeNode, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -38,8 +46,19 @@ struct Change {
 }
 
 type Log = Arc<Mutex<Vec<Change>>>;
-/// (node, image tag) pairs whose components never become ready.
+/// (node, image tag) pairs whose components never become ready; on another list, (node, image)
+/// pairs the node's kubelet cannot pull.
 type Broken = Arc<Mutex<Vec<(String, String)>>>;
+/// When each node's image-holder pod was first all running, and with which images.
+type Pulled = Arc<Mutex<Vec<(Instant, String, Vec<String>)>>>;
+
+/// The manifests the simulated kubelets run.
+const WATCHED: [&str; 4] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "etcd",
+];
 
 struct Master {
     name: &'static str,
@@ -55,6 +74,8 @@ struct Cluster {
     masters: Vec<Master>,
     log: Log,
     broken: Broken,
+    unpullable: Broken,
+    pulled: Pulled,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -88,21 +109,128 @@ fn minor(tag: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// The simulated kubelet of one node: records manifest changes and publishes mirror pods.
+/// The simulated kubelet's side of image-holder pods on node `name`: every container running,
+/// except those whose image is unpullable there (`ErrImagePull`).
+async fn hold_images(holders: &Api<Pod>, name: &str, unpullable: &Broken, pulled: &Pulled) {
+    let Ok(list) = holders
+        .list(&ListParams::default().labels("app.kubernetes.io/name=cpm-image-holder"))
+        .await
+    else {
+        return;
+    };
+    for pod in list.items {
+        let spec = pod.spec.clone().unwrap_or_default();
+        if spec.node_name.as_deref() != Some(name) {
+            continue;
+        }
+        let mut all = true;
+        let statuses: Vec<serde_json::Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let image = c.image.clone().unwrap_or_default();
+                let missing = unpullable
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(n, i)| n == name && *i == image);
+                all &= !missing;
+                let state = if missing {
+                    serde_json::json!({"waiting": {"reason": "ErrImagePull", "message": format!("pull access denied for {image}")}})
+                } else {
+                    serde_json::json!({"running": {}})
+                };
+                serde_json::json!({"name": c.name, "image": image, "imageID": "", "ready": !missing, "restartCount": 0, "state": state})
+            })
+            .collect();
+        let status = serde_json::json!({"phase": if all { "Running" } else { "Pending" }, "containerStatuses": statuses});
+        if serde_json::to_value(&pod.status).unwrap() == status {
+            continue;
+        }
+        let pod_name = pod.metadata.name.clone().unwrap();
+        let patched = holders
+            .patch_status(
+                &pod_name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": status})),
+            )
+            .await;
+        if patched.is_ok() && all {
+            let images = spec
+                .containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect();
+            pulled
+                .lock()
+                .unwrap()
+                .push((Instant::now(), name.to_string(), images));
+        }
+    }
+}
+
+/// The manifest of the etcd stand-in at `tag`.
+fn etcd_manifest(tag: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  annotations:\n    cpm.dev/config-checksum: sum-{tag}\nspec:\n  containers:\n  - name: etcd\n    image: registry.k8s.io/etcd:{tag}\n"
+    )
+}
+
+/// cpm-etcd's part, stood in: the etcd manifest of node `name` follows its record, by cpm-etcd's
+/// own choice of minor (`effective_minor`), direction (`etcd_move`) and tag (`etcd_tag`).
+fn etcd_follower(
+    client: kube::Client,
+    name: &'static str,
+    root: std::path::PathBuf,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api = cpn::api(client);
+        let path = root.join("etc/kubernetes/manifests/etcd.yaml");
+        loop {
+            if let Ok(Some(o)) = api.get_opt(name).await {
+                let record = cpn::status_of(&o);
+                let running = image_tag(&std::fs::read_to_string(&path).unwrap_or_default());
+                let minor =
+                    cpm_etcd::agent::effective_minor(Some(&record), "1.32".parse().unwrap());
+                let mapped = cpm_core::versions::lookup(minor).unwrap().etcd;
+                let how = cpm_etcd::agent::etcd_move(Some(&record));
+                let tag = cpm_core::versions::etcd_tag(mapped, Some(&running), how);
+                if tag != running {
+                    cpm_core::apply::write_atomic(
+                        &path,
+                        etcd_manifest(tag).as_bytes(),
+                        0o600,
+                        None,
+                        None,
+                    )
+                    .unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+/// The simulated kubelet of one node: records manifest changes, publishes mirror pods and runs
+/// image-holder pods.
 fn kubelet(
     client: kube::Client,
     name: &'static str,
     root: std::path::PathBuf,
     log: Log,
     broken: Broken,
+    unpullable: Broken,
+    pulled: Pulled,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let pods: Api<Pod> = Api::namespaced(client, "kube-system");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+        let holders: Api<Pod> = Api::namespaced(client, "cpm-system");
         let mut seen: BTreeMap<&'static str, (String, String, bool)> = BTreeMap::new();
         loop {
-            for c in Component::ALL {
+            hold_images(&holders, name, &unpullable, &pulled).await;
+            for c in WATCHED {
                 let Ok(text) = std::fs::read_to_string(
-                    root.join(format!("etc/kubernetes/manifests/{}.yaml", c.name())),
+                    root.join(format!("etc/kubernetes/manifests/{c}.yaml")),
                 ) else {
                     continue;
                 };
@@ -114,27 +242,27 @@ fn kubelet(
                     .iter()
                     .any(|(n, t)| n == name && *t == tag);
                 let state = (tag.clone(), sum.clone(), ready);
-                if seen.get(c.name()) == Some(&state) {
+                if seen.get(c) == Some(&state) {
                     continue;
                 }
-                if seen.get(c.name()).is_none_or(|(t, _, _)| *t != tag) {
+                if seen.get(c).is_none_or(|(t, _, _)| *t != tag) {
                     log.lock().unwrap().push(Change {
                         at: Instant::now(),
                         node: name.to_string(),
-                        component: c.name(),
+                        component: c,
                         tag: tag.clone(),
                     });
                 }
-                let pod_name = format!("{}-{name}", c.name());
+                let pod_name = format!("{c}-{name}");
                 let pod: Pod = serde_json::from_value(serde_json::json!({
                     "metadata": {"name": pod_name, "namespace": "kube-system", "annotations": {"cpm.dev/config-checksum": sum}},
-                    "spec": {"containers": [{"name": c.name(), "image": format!("x:{tag}")}]},
+                    "spec": {"containers": [{"name": c, "image": format!("x:{tag}")}]},
                     "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
                 }))
                 .unwrap();
                 let _ = pods.delete(&pod_name, &Default::default()).await;
                 if pods.create(&PostParams::default(), &pod).await.is_ok() {
-                    seen.insert(c.name(), state);
+                    seen.insert(c, state);
                 }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -228,6 +356,11 @@ impl Cluster {
         let nodes: Api<KubeNode> = Api::all(admin.clone());
         let log: Log = Arc::default();
         let broken: Broken = Arc::default();
+        let unpullable: Broken = Arc::default();
+        let pulled: Pulled = Arc::default();
+        let etcd_tag = cpm_core::versions::lookup(version.parse().unwrap())
+            .unwrap()
+            .etcd;
         let mut masters = Vec::new();
         let mut tasks = Vec::new();
         for (i, name) in NAMES.into_iter().enumerate() {
@@ -243,13 +376,26 @@ impl Cluster {
             let fixture = Node::new("");
             set_version(&fixture, version);
             let root = fixture.root.path().to_path_buf();
+            let etcd = root.join("etc/kubernetes/manifests/etcd.yaml");
+            std::fs::create_dir_all(etcd.parent().unwrap()).unwrap();
+            cpm_core::apply::write_atomic(
+                &etcd,
+                etcd_manifest(etcd_tag).as_bytes(),
+                0o600,
+                None,
+                None,
+            )
+            .unwrap();
             tasks.push(kubelet(
                 admin.clone(),
                 name,
                 root.clone(),
                 log.clone(),
                 broken.clone(),
+                unpullable.clone(),
+                pulled.clone(),
             ));
+            tasks.push(etcd_follower(admin.clone(), name, root.clone()));
             let (url, task) = stub(name, root, broken.clone()).await;
             tasks.push(task);
             let mut registry = prometheus_client::registry::Registry::default();
@@ -268,6 +414,8 @@ impl Cluster {
             masters,
             log,
             broken,
+            unpullable,
+            pulled,
             tasks,
         }
     }
@@ -298,12 +446,21 @@ impl Cluster {
         a.rollout = cpm_manifests::rollout::Rollout::new(RolloutOptions {
             lease_namespace: "kube-system".into(),
             lease_duration: Duration::from_secs(60),
+            holders: Some(HolderOptions {
+                namespace: "cpm-system".into(),
+                image: "cpm/cpm-holder:test".into(),
+            }),
         });
         let check = |c: Component, what: &str, version: bool| Check {
             url: format!("{}/{}/{what}", m.stub, c.name()),
             verify: VerifyMode::Insecure,
             git_version: version.then(String::new),
         };
+        a.etcd_checks = Some(vec![Check {
+            url: format!("{}/etcd/health", m.stub),
+            verify: VerifyMode::Insecure,
+            git_version: None,
+        }]);
         a.checks = Some(
             Component::ALL
                 .into_iter()
@@ -340,6 +497,44 @@ impl Cluster {
                 .fixture
                 .read("/etc/kubernetes/manifests/kube-apiserver.yaml"),
         )
+    }
+
+    fn etcd_tag(&self, i: usize) -> String {
+        image_tag(
+            &self.masters[i]
+                .fixture
+                .read("/etc/kubernetes/manifests/etcd.yaml"),
+        )
+    }
+
+    /// The image-holder pods left in the cluster.
+    async fn holder_pods(&self) -> Vec<String> {
+        Api::<Pod>::namespaced(self.admin.clone(), "cpm-system")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
+    /// Checks that every master had the images of `tag` (its holder pod all running) before its
+    /// first manifest named `tag`.
+    fn check_pulled_first(&self, log: &[Change], tag: &str) {
+        let pulled = self.pulled.lock().unwrap().clone();
+        for n in NAMES {
+            let first = log
+                .iter()
+                .find(|c| c.node == n && c.tag == tag)
+                .unwrap_or_else(|| panic!("{n} never ran {tag}"));
+            assert!(
+                pulled.iter().any(|(at, node, images)| node == n
+                    && *at < first.at
+                    && images.iter().any(|i| i.ends_with(&format!(":{tag}")))),
+                "{n} ran {tag} before its holder pod had the images: {pulled:?}"
+            );
+        }
     }
 
     /// Runs passes on all masters at once, round after round, until every master runs
@@ -453,6 +648,31 @@ async fn upgrade_then_downgrade_moves_one_master_at_a_time_without_skew() {
     let log = cluster.check_log();
     let up = blocks(&log, start);
     assert_eq!(up.len(), 3, "each master changed in one block: {up:?}");
+    // Upgrade order on a master: etcd (cpm-etcd, following the record) first, then the apiserver.
+    let first: Vec<(&str, &str)> = log[start..]
+        .iter()
+        .filter(|c| c.node == log[start].node)
+        .map(|c| (c.component, c.tag.as_str()))
+        .collect();
+    assert_eq!(
+        first,
+        [
+            ("etcd", "3.5.21-0"),
+            ("kube-apiserver", "v1.33.5"),
+            ("kube-controller-manager", "v1.33.5"),
+            ("kube-scheduler", "v1.33.5")
+        ]
+    );
+    cluster.check_pulled_first(&log, "v1.33.5");
+    assert_eq!(
+        cluster.holder_pods().await,
+        Vec::<String>::new(),
+        "holder pods go once the step is over"
+    );
+    let s = cluster.status(0).await;
+    assert!(s.certificates.contains_key("ca.crt"), "{s:?}");
+    assert_eq!(s.certificate_expiry.as_ref(), s.certificates.values().min());
+    assert_eq!(s.waiting, None);
     let mid = log.len();
 
     cluster.set_version("1.32");
@@ -466,6 +686,7 @@ async fn upgrade_then_downgrade_moves_one_master_at_a_time_without_skew() {
             (s.version.as_str(), s.highest_version.as_str()),
             ("1.32", "1.33")
         );
+        assert_eq!(cluster.etcd_tag(i), "3.5.21-0", "a downgrade keeps etcd");
     }
     let log = cluster.check_log();
     assert_eq!(blocks(&log, mid).len(), 3);
@@ -524,6 +745,11 @@ async fn a_master_that_never_gets_ready_is_rolled_back_and_halts_the_rollout() {
     cluster.settle().await;
     assert_eq!(cluster.apiserver_tag(0), "v1.33.5");
     assert_eq!(cluster.apiserver_tag(1), "v1.32.9", "master-2 restored");
+    assert_eq!(
+        cluster.etcd_tag(1),
+        "3.5.16-0",
+        "etcd undoes the failed step's patch upgrade"
+    );
     assert_eq!(
         cluster.masters[2]
             .fixture
@@ -635,6 +861,17 @@ async fn two_minors_go_one_at_a_time_restarts_resume_and_the_floor_holds() {
         .lock()
         .unwrap()
         .push(("master-1".into(), "v1.33.5".into()));
+    // The first pass only asks for the images of 1.33 (a holder pod); the kubelet pulls them.
+    agents[0].pass(Mode::Apply).await.unwrap();
+    assert!(
+        cluster
+            .status(0)
+            .await
+            .waiting
+            .unwrap_or_default()
+            .starts_with("moving to 1.33 waits for its images: holder pod cpm-images-")
+    );
+    cluster.settle().await;
     let killed =
         tokio::time::timeout(Duration::from_millis(500), agents[0].pass(Mode::Apply)).await;
     assert!(killed.is_err(), "the pass was still waiting on the gate");
@@ -681,4 +918,130 @@ async fn two_minors_go_one_at_a_time_restarts_resume_and_the_floor_holds() {
     );
     let after: Vec<String> = (0..3).map(|i| cluster.apiserver_tag(i)).collect();
     assert_eq!(before, after);
+
+    // 1.33 is within the floor; etcd 3.6 stays (an older etcd minor cannot read its data).
+    cluster.set_version("1.33");
+    let errors = cluster.converge_concurrently(&mut agents, "1.33", 30).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    cluster.settle().await;
+    for i in 0..3 {
+        assert_eq!(cluster.apiserver_tag(i), "v1.33.5");
+        assert_eq!(cluster.etcd_tag(i), "3.6.4-0");
+    }
+    cluster.check_log();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_images_hold_a_master_back_and_an_unhealthy_etcd_stops_the_step_before_the_apiserver()
+ {
+    let cluster = Cluster::start("1.32").await;
+    let mut agents: Vec<ManifestsAgent> = (0..3).map(|i| cluster.agent(i)).collect();
+    for a in &mut agents {
+        a.pass(Mode::Apply).await.unwrap();
+    }
+    cluster.settle().await;
+    let before2 = cluster.masters[1]
+        .fixture
+        .read("/etc/kubernetes/manifests/kube-apiserver.yaml");
+    let image = "registry.k8s.io/kube-apiserver:v1.33.5";
+    cluster
+        .unpullable
+        .lock()
+        .unwrap()
+        .push(("master-2".into(), image.into()));
+    cluster.set_version("1.33");
+    // master-2 cannot pull: it waits, untouched and not failed; the others move past it.
+    for _ in 0..3 {
+        for a in agents.iter_mut() {
+            a.pass(Mode::Apply).await.unwrap();
+        }
+        cluster.settle().await;
+    }
+    assert_eq!(cluster.apiserver_tag(0), "v1.33.5");
+    assert_eq!(cluster.apiserver_tag(2), "v1.33.5");
+    assert_eq!(
+        cluster.masters[1]
+            .fixture
+            .read("/etc/kubernetes/manifests/kube-apiserver.yaml"),
+        before2
+    );
+    assert_eq!(cluster.etcd_tag(1), "3.5.16-0");
+    let s2 = cluster.status(1).await;
+    assert_eq!(
+        (s2.version.as_str(), s2.rollout.phase),
+        ("1.32", Phase::None)
+    );
+    let waiting = s2.waiting.unwrap_or_default();
+    assert!(
+        waiting.contains(&format!(
+            "moving to 1.33 waits for its images: image {image} is not present on the node: ErrImagePull: pull access denied for {image}"
+        )),
+        "{waiting}"
+    );
+    assert_eq!(
+        cluster.holder_pods().await.len(),
+        1,
+        "master-2's holder stays"
+    );
+    // The image arrives (the holder pod's next status): master-2 moves.
+    cluster.unpullable.lock().unwrap().clear();
+    let errors = cluster.converge_concurrently(&mut agents, "1.33", 10).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    cluster.settle().await;
+    assert_eq!(cluster.apiserver_tag(1), "v1.33.5");
+    assert_eq!(cluster.status(1).await.waiting, None);
+    let log = cluster.check_log();
+    cluster.check_pulled_first(&log, "v1.33.5");
+    assert!(cluster.holder_pods().await.is_empty());
+
+    // 1.34 brings etcd 3.6, which never gets healthy on master-1: its step stops at etcd, the
+    // apiserver is never written, and the rollout halts.
+    cluster
+        .broken
+        .lock()
+        .unwrap()
+        .push(("master-1".into(), "3.6.4-0".into()));
+    let mark = cluster.log.lock().unwrap().len();
+    let before: Vec<String> = (0..3).map(|i| cluster.apiserver_tag(i)).collect();
+    cluster.set_version("1.34");
+    let mut errors = Vec::new();
+    for _ in 0..2 {
+        for a in agents.iter_mut() {
+            if let Err(e) = a.pass(Mode::Apply).await {
+                errors.push(cpm_core::exit::chain(&e));
+            }
+        }
+    }
+    cluster.settle().await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("etcd not healthy"), "{errors:?}");
+    let after: Vec<String> = (0..3).map(|i| cluster.apiserver_tag(i)).collect();
+    assert_eq!(before, after, "no apiserver moved");
+    let changes: Vec<(String, &str, String)> = cluster.log.lock().unwrap()[mark..]
+        .iter()
+        .map(|c| (c.node.clone(), c.component, c.tag.clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [("master-1".to_string(), "etcd", "3.6.4-0".to_string())],
+        "only master-1's etcd moved, and a failed etcd minor upgrade is not undone"
+    );
+    let s1 = cluster.status(0).await;
+    assert_eq!(s1.rollout.phase, Phase::Failed);
+    assert!(
+        s1.rollout
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("etcd not healthy"),
+        "{s1:?}"
+    );
+    let s3 = cluster.status(2).await;
+    assert!(
+        s3.waiting
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("rollout halted: master-1 failed to move from 1.33 to 1.34"),
+        "{s3:?}"
+    );
 }
