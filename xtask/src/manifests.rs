@@ -28,8 +28,8 @@ use crate::cmd::workspace_root;
 pub use common::Options;
 use common::{NAMESPACE, file, meta, yaml};
 
-/// The example configuration the example Secret, the image holders and the CronJob template are
-/// built from.
+/// The example configuration the example Secret, the example image-holder pod and the CronJob
+/// template are built from.
 const EXAMPLE_CONFIG: &str = "docs/examples/control-plane.yaml";
 
 /// The CustomResourceDefinitions cpm serves. The `ControlPlaneNode` CRD (cpm.dev/v1alpha1,
@@ -51,9 +51,6 @@ pub fn render(opts: &Options) -> anyhow::Result<BTreeMap<String, String>> {
         .with_context(|| format!("cannot read {}", example_path.display()))?;
     let config = cpm_core::config::ControlPlaneConfiguration::parse(&example, &example_path)
         .with_context(|| format!("{EXAMPLE_CONFIG} is not a valid configuration"))?;
-    let versions = cpm_core::versions::lookup(config.kubernetes_version)
-        .with_context(|| format!("{EXAMPLE_CONFIG}: no built-in versions"))?;
-    let held = agents::held_images(&config.image_repository, versions);
 
     let mut out = BTreeMap::new();
     let ns = Namespace {
@@ -81,7 +78,11 @@ pub fn render(opts: &Options) -> anyhow::Result<BTreeMap<String, String>> {
         rbac::metrics_proxy()?,
     );
     out.insert("rbac/prometheus.yaml".to_string(), rbac::prometheus()?);
-    out.insert("cpm-agents.yaml".to_string(), agents::render(opts, &held)?);
+    out.insert("cpm-agents.yaml".to_string(), agents::render(opts)?);
+    out.insert(
+        "examples/image-holder-pod.yaml".to_string(),
+        agents::render_holder_example(opts, &config.image_repository, config.kubernetes_version)?,
+    );
     out.insert(
         "control-plane-proxy.yaml".to_string(),
         workloads::render_proxy(opts)?,

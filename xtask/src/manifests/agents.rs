@@ -1,14 +1,15 @@
 //! The cpm DaemonSet on masters: one container per agent, each mounting exactly the host paths
-//! it owns (PRODUCT.md §2) under `/host`, plus the image holders that keep the control-plane
-//! images pulled.
+//! it owns (PRODUCT.md §2) under `/host`. The image holders are not part of it: cpm-manifests
+//! creates an image-holder pod on a master before a version step (`cpm_manifests::holder`); an
+//! example of that pod is rendered beside the DaemonSet.
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapProjection, Container, EmptyDirVolumeSource, KeyToPath, PodSpec,
-    ProjectedVolumeSource, SecretVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    ConfigMap, ConfigMapProjection, Container, KeyToPath, PodSpec, ProjectedVolumeSource,
+    SecretVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 
 use super::common::{
@@ -54,6 +55,8 @@ struct Agent {
     pki: bool,
     /// Talks to the Kubernetes API.
     kube: bool,
+    /// Creates the image-holder pods (`CPM_HOLDER_IMAGE`, `CPM_HOLDER_NAMESPACE`).
+    holders: bool,
 }
 
 /// The host volumes: name, host path, hostPath type.
@@ -93,6 +96,7 @@ const AGENTS: [Agent; 4] = [
         ],
         pki: true,
         kube: false,
+        holders: false,
     },
     Agent {
         name: "cpm-kubeconfig",
@@ -105,6 +109,7 @@ const AGENTS: [Agent; 4] = [
         ],
         pki: true,
         kube: false,
+        holders: false,
     },
     Agent {
         name: "cpm-manifests",
@@ -117,6 +122,7 @@ const AGENTS: [Agent; 4] = [
         ],
         pki: false,
         kube: true,
+        holders: true,
     },
     Agent {
         name: "cpm-etcd",
@@ -130,6 +136,7 @@ const AGENTS: [Agent; 4] = [
         ],
         pki: false,
         kube: true,
+        holders: false,
     },
 ];
 
@@ -150,6 +157,10 @@ fn agent_container(opts: &Options, a: &Agent) -> Container {
         mounts.push(mount("kube-api-access", KUBE_DIR, true));
         envs.push(env("CPM_KUBECONFIG", &format!("{KUBE_DIR}/kubeconfig")));
     }
+    if a.holders {
+        envs.push(env("CPM_HOLDER_IMAGE", &opts.image("cpm-holder")));
+        envs.push(env("CPM_HOLDER_NAMESPACE", NAMESPACE));
+    }
     Container {
         name: a.name.to_string(),
         image: Some(opts.image(a.name)),
@@ -160,45 +171,6 @@ fn agent_container(opts: &Options, a: &Agent) -> Container {
         readiness_probe: Some(admin_probe("/readyz", a.admin_port, 3)),
         resources: Some(resources("10m", "32Mi", Some("1"), "256Mi")),
         security_context: Some(security(true)),
-        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
-        ..Default::default()
-    }
-}
-
-/// The control-plane images to hold: container name and image.
-pub fn held_images(
-    image_repository: &str,
-    versions: &cpm_core::versions::Versions,
-) -> Vec<(String, String)> {
-    let repo = image_repository.trim_end_matches('/');
-    [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ]
-    .iter()
-    .map(|c| {
-        (
-            format!("image-holder-{c}"),
-            format!("{repo}/{c}:{}", versions.kubernetes),
-        )
-    })
-    .chain(std::iter::once((
-        "image-holder-etcd".to_string(),
-        format!("{repo}/etcd:{}", versions.etcd),
-    )))
-    .collect()
-}
-
-fn holder(name: &str, image: &str) -> Container {
-    Container {
-        name: name.to_string(),
-        image: Some(image.to_string()),
-        image_pull_policy: Some("IfNotPresent".to_string()),
-        command: Some(vec!["/holder/cpm-holder".to_string(), "hold".to_string()]),
-        volume_mounts: Some(vec![mount("holder", "/holder", true)]),
-        resources: Some(resources("1m", "4Mi", Some("10m"), "16Mi")),
-        security_context: Some(security(false)),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     }
@@ -251,33 +223,11 @@ fn volumes() -> Vec<Volume> {
         }),
         ..Default::default()
     });
-    v.push(Volume {
-        name: "holder".to_string(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-                "64Mi".to_string(),
-            )),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
     v
 }
 
-/// The DaemonSet `cpm` with the control-plane images of `held`.
-pub fn daemonset(opts: &Options, held: &[(String, String)]) -> DaemonSet {
-    let mut containers: Vec<Container> = AGENTS.iter().map(|a| agent_container(opts, a)).collect();
-    containers.extend(held.iter().map(|(name, image)| holder(name, image)));
-    let install = Container {
-        name: "install-holder".to_string(),
-        image: Some(opts.image("cpm-holder")),
-        image_pull_policy: Some("IfNotPresent".to_string()),
-        args: Some(vec!["install".to_string(), "/holder".to_string()]),
-        volume_mounts: Some(vec![mount("holder", "/holder", false)]),
-        resources: Some(resources("10m", "16Mi", Some("100m"), "64Mi")),
-        security_context: Some(security(false)),
-        ..Default::default()
-    };
+/// The DaemonSet `cpm`: one container per agent.
+pub fn daemonset(opts: &Options) -> DaemonSet {
     master_daemonset(
         "cpm",
         PodSpec {
@@ -286,8 +236,7 @@ pub fn daemonset(opts: &Options, held: &[(String, String)]) -> DaemonSet {
             priority_class_name: Some("system-node-critical".to_string()),
             security_context: Some(runtime_default()),
             termination_grace_period_seconds: Some(30),
-            init_containers: Some(vec![install]),
-            containers,
+            containers: AGENTS.iter().map(|a| agent_container(opts, a)).collect(),
             volumes: Some(volumes()),
             ..Default::default()
         },
@@ -295,7 +244,7 @@ pub fn daemonset(opts: &Options, held: &[(String, String)]) -> DaemonSet {
 }
 
 /// `cpm-agents.yaml`: the agents' kubeconfig ConfigMap and the DaemonSet.
-pub fn render(opts: &Options, held: &[(String, String)]) -> anyhow::Result<String> {
+pub fn render(opts: &Options) -> anyhow::Result<String> {
     let cm = ConfigMap {
         metadata: meta(KUBECONFIG_CM, Some(NAMESPACE), "cpm"),
         data: Some(BTreeMap::from([(
@@ -305,9 +254,46 @@ pub fn render(opts: &Options, held: &[(String, String)]) -> anyhow::Result<Strin
         ..Default::default()
     };
     Ok(file(
-        "The cpm agents on every master: cpm-certs, cpm-kubeconfig, cpm-manifests, cpm-etcd, and\n\
-         one image holder per control-plane image (kept pulled before a manifest names it).\n\
+        "The cpm agents on every master: cpm-certs, cpm-kubeconfig, cpm-manifests, cpm-etcd.\n\
+         cpm-manifests creates image-holder pods on a master before a version step (see\n\
+         examples/image-holder-pod.yaml), so the images are pulled before a manifest names them.\n\
          Needs: Secret cpm-config (key config.yaml) and Secret cpm-pki in cpm-system.",
-        &[yaml(&cm)?, yaml(&daemonset(opts, held))?],
+        &[yaml(&cm)?, yaml(&daemonset(opts))?],
+    ))
+}
+
+/// The node of the example image-holder pod.
+pub const EXAMPLE_NODE: &str = "master-1";
+
+/// The image-holder pod cpm-manifests creates on [`EXAMPLE_NODE`] before a step to `minor`,
+/// with the control-plane images from `image_repository`.
+pub fn holder_example(
+    opts: &Options,
+    image_repository: &str,
+    minor: cpm_core::config::KubernetesMinor,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    let images = cpm_manifests::holder::images(image_repository.trim_end_matches('/'), minor, None)
+        .with_context(|| format!("no built-in versions for Kubernetes {minor}"))?;
+    Ok(cpm_manifests::holder::holder_pod(
+        &cpm_manifests::holder::HolderSpec {
+            namespace: NAMESPACE.to_string(),
+            node: EXAMPLE_NODE.to_string(),
+            holder_image: opts.image("cpm-holder"),
+            images,
+        },
+    ))
+}
+
+/// `examples/image-holder-pod.yaml`: [`holder_example`].
+pub fn render_holder_example(
+    opts: &Options,
+    image_repository: &str,
+    minor: cpm_core::config::KubernetesMinor,
+) -> anyhow::Result<String> {
+    let pod = holder_example(opts, image_repository, minor)?;
+    Ok(file(
+        "An example of the image-holder pod cpm-manifests creates on a master before a version\n\
+         step (here: node master-1, the example config's version); not something to apply.",
+        &[yaml(&pod)?],
     ))
 }

@@ -15,6 +15,8 @@ pub const PROXY_SA: &str = "metrics-rbac-proxy";
 /// The Leases in kube-system: etcd membership changes (cpm-etcd, `MEMBERSHIP_LEASE`) and
 /// the one-master-at-a-time rollout (cpm-manifests, `rollout::LEASE_NAME`).
 const LEASES: [&str; 2] = ["cpm-etcd-membership", "cpm-rollout"];
+/// What cpm-manifests does with its image-holder pods in cpm-system.
+const HOLDER_POD_VERBS: [&str; 5] = ["get", "list", "watch", "create", "delete"];
 /// The Secret holding the encryption-at-rest keys (cpm-manifests, `ENCRYPTION_SECRET`).
 const ENCRYPTION_SECRET: &str = "cpm-encryption-keys";
 /// The non-resource URLs metrics-rbac-proxy serves; Prometheus may `get` them.
@@ -163,6 +165,16 @@ pub fn agents() -> anyhow::Result<String> {
             ],
         ))?,
         yaml(&role_binding("cpm:agents", "kube-system", c, sa()))?,
+        yaml(&role(
+            "cpm:agents",
+            NAMESPACE,
+            c,
+            // cpm-manifests' image-holder pods (cpm_manifests::holder): created on a master
+            // before a version step, watched until Ready, deleted when the step is over.
+            // `create` cannot be restricted by name, and the names carry a hash.
+            vec![rule(&[""], &["pods"], &[], &HOLDER_POD_VERBS)],
+        ))?,
+        yaml(&role_binding("cpm:agents", NAMESPACE, c, sa()))?,
         yaml(&role(
             "cpm:agents",
             "default",

@@ -101,18 +101,18 @@ fn registry_prefix_and_version_name_the_images() {
     };
     let files = render(&opts).unwrap();
     let agents = &files["cpm-agents.yaml"];
-    for bin in [
-        "cpm-certs",
-        "cpm-kubeconfig",
-        "cpm-manifests",
-        "cpm-etcd",
-        "cpm-holder",
-    ] {
+    for bin in ["cpm-certs", "cpm-kubeconfig", "cpm-manifests", "cpm-etcd"] {
         assert!(
             agents.contains(&format!("image: registry.example.com/cpm/{bin}:9.9.9")),
             "{bin}"
         );
     }
+    // cpm-manifests is told the cpm-holder image; the example holder pod runs it.
+    assert!(agents.contains("value: registry.example.com/cpm/cpm-holder:9.9.9"));
+    assert!(
+        files["examples/image-holder-pod.yaml"]
+            .contains("image: registry.example.com/cpm/cpm-holder:9.9.9")
+    );
     assert!(
         files["control-plane-proxy.yaml"]
             .contains("registry.example.com/cpm/metrics-rbac-proxy:9.9.9")
@@ -159,6 +159,12 @@ fn every_object_validates_against_the_kubernetes_openapi_schema() {
     let path = dir.path().join("cronjob-master-1.yaml");
     put(&path, &serde_saphyr::to_string(&job).unwrap());
     paths.push(("etcd-backup (master-1)".to_string(), path));
+    assert!(
+        paths
+            .iter()
+            .any(|(rel, _)| rel == "examples/image-holder-pod.yaml"),
+        "the example image-holder pod is validated"
+    );
     assert!(paths.len() >= 20, "{} objects", paths.len());
     for version in ["1.31.0", "1.33.0", "1.34.0"] {
         let out = Command::new(&tool)
@@ -255,11 +261,13 @@ fn monitoring_objects_have_their_required_fields() {
 #[test]
 fn rbac_is_least_privilege() {
     let files = render(&default_opts()).unwrap();
+    let mut holder_pod_rules = 0;
     for (rel, doc) in documents(&files) {
         let kind = doc["kind"].as_str().unwrap();
         if kind != "ClusterRole" && kind != "Role" {
             continue;
         }
+        let namespace = doc["metadata"]["namespace"].as_str();
         for r in doc["rules"].as_array().unwrap() {
             let list = |k: &str| -> Vec<String> {
                 r[k].as_array()
@@ -272,7 +280,29 @@ fn rbac_is_least_privilege() {
                     "{rel}: wildcard {k}: {r}"
                 );
             }
-            assert!(!list("verbs").contains(&"delete".to_string()), "{rel}: {r}");
+            // The only deletion: cpm-manifests' image-holder pods, in cpm-system only.
+            let holder_pods = kind == "Role"
+                && namespace == Some(common::NAMESPACE)
+                && list("resources") == ["pods"];
+            if holder_pods {
+                assert_eq!(rel, "rbac/cpm-agents.yaml");
+                assert_eq!(list("apiGroups"), [""], "{rel}: {r}");
+                assert!(list("resourceNames").is_empty(), "{rel}: {r}");
+                assert_eq!(
+                    list("verbs"),
+                    ["get", "list", "watch", "create", "delete"],
+                    "{rel}: {r}"
+                );
+                holder_pod_rules += 1;
+            } else {
+                assert!(!list("verbs").contains(&"delete".to_string()), "{rel}: {r}");
+            }
+            if kind == "ClusterRole" {
+                assert!(
+                    !list("resources").contains(&"pods".to_string()),
+                    "{rel}: pods cluster-wide: {r}"
+                );
+            }
             if list("resources").contains(&"secrets".to_string()) {
                 let verbs = list("verbs");
                 assert!(
@@ -283,6 +313,65 @@ fn rbac_is_least_privilege() {
             }
         }
     }
+    assert_eq!(
+        holder_pod_rules, 1,
+        "one Role rule for the image-holder pods"
+    );
+}
+
+#[test]
+fn agents_rbac_covers_holder_pods_control_plane_nodes_and_events() {
+    let files = render(&default_opts()).unwrap();
+    let docs: Vec<Value> = documents(&files)
+        .into_iter()
+        .filter(|(rel, _)| rel == "rbac/cpm-agents.yaml")
+        .map(|(_, d)| d)
+        .collect();
+    let rules = |kind: &str, namespace: Option<&str>| -> Vec<(Vec<String>, Vec<String>)> {
+        docs.iter()
+            .filter(|d| d["kind"] == kind && d["metadata"]["namespace"].as_str() == namespace)
+            .flat_map(|d| d["rules"].as_array().unwrap().clone())
+            .map(|r| {
+                let list = |k: &str| -> Vec<String> {
+                    r[k].as_array()
+                        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                        .unwrap_or_default()
+                };
+                (list("resources"), list("verbs"))
+            })
+            .collect()
+    };
+    let grants = |rules: &[(Vec<String>, Vec<String>)], resource: &str, verb: &str| {
+        rules.iter().any(|(res, verbs)| {
+            res.iter().any(|r| r == resource) && verbs.iter().any(|v| v == verb)
+        })
+    };
+    // The image-holder pods: a Role in cpm-system, bound to the agents' ServiceAccount.
+    let holder = rules("Role", Some(common::NAMESPACE));
+    assert_eq!(
+        holder,
+        vec![(
+            vec!["pods".to_string()],
+            ["get", "list", "watch", "create", "delete"]
+                .map(str::to_string)
+                .to_vec()
+        )]
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == common::NAMESPACE)
+        .expect("a RoleBinding in cpm-system");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["subjects"][0]["name"], rbac::AGENTS_SA);
+    assert_eq!(binding["subjects"][0]["namespace"], common::NAMESPACE);
+    // The ControlPlaneNode records and their status.
+    let cluster = rules("ClusterRole", None);
+    for verb in ["get", "list", "watch", "create", "patch"] {
+        assert!(grants(&cluster, "controlplanenodes", verb), "{verb}");
+    }
+    assert!(grants(&cluster, "controlplanenodes/status", "patch"));
+    // Events in `default`.
+    assert!(grants(&rules("Role", Some("default")), "events", "create"));
 }
 
 fn containers(doc: &Value) -> Vec<Value> {
@@ -318,20 +407,19 @@ fn agents_daemonset_runs_on_masters_with_hardened_containers() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_string())
         .collect();
-    for want in [
-        "cpm-certs",
-        "cpm-kubeconfig",
-        "cpm-manifests",
-        "cpm-etcd",
-        "image-holder-kube-apiserver",
-        "image-holder-kube-controller-manager",
-        "image-holder-kube-scheduler",
-        "image-holder-etcd",
-        "install-holder",
-    ] {
-        assert!(names.contains(&want.to_string()), "{want} in {names:?}");
-    }
-    let versions = cpm_core::versions::lookup("1.33".parse().unwrap()).unwrap();
+    assert_eq!(
+        names,
+        ["cpm-certs", "cpm-kubeconfig", "cpm-manifests", "cpm-etcd"],
+        "no image holders or init containers in the DaemonSet"
+    );
+    assert!(spec["initContainers"].is_null());
+    assert!(
+        !spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "holder")
+    );
     for c in containers(ds) {
         let name = c["name"].as_str().unwrap();
         let sc = &c["securityContext"];
@@ -340,40 +428,108 @@ fn agents_daemonset_runs_on_masters_with_hardened_containers() {
         assert_eq!(sc["capabilities"]["drop"][0], "ALL", "{name}");
         assert!(sc["capabilities"]["add"].is_null(), "{name}");
         assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
-        if name.starts_with("cpm-") {
-            assert_eq!(sc["runAsUser"], 0, "{name} writes host files");
-            assert!(c["livenessProbe"]["httpGet"]["path"] == "/livez", "{name}");
-            assert!(
-                c["readinessProbe"]["httpGet"]["path"] == "/readyz",
-                "{name}"
-            );
-            let env: Vec<&str> = c["env"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["name"].as_str().unwrap())
-                .collect();
-            for e in ["NODE_NAME", "NODE_IP", "CPM_ROOT"] {
-                assert!(env.contains(&e), "{name}: {e}");
-            }
-        } else {
-            assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        assert_eq!(sc["runAsUser"], 0, "{name} writes host files");
+        assert!(c["livenessProbe"]["httpGet"]["path"] == "/livez", "{name}");
+        assert!(
+            c["readinessProbe"]["httpGet"]["path"] == "/readyz",
+            "{name}"
+        );
+        let env: BTreeMap<&str, &Value> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), &e["value"]))
+            .collect();
+        for e in ["NODE_NAME", "NODE_IP", "CPM_ROOT"] {
+            assert!(env.contains_key(e), "{name}: {e}");
         }
-        if name.starts_with("image-holder-kube-") {
-            assert!(
-                c["image"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with(&format!(":{}", versions.kubernetes)),
-                "{c}"
-            );
-        }
-        if name == "image-holder-etcd" {
+        if name == "cpm-manifests" {
             assert_eq!(
-                c["image"],
-                format!("registry.k8s.io/etcd:{}", versions.etcd)
+                env["CPM_HOLDER_IMAGE"].as_str(),
+                Some(default_opts().image("cpm-holder").as_str())
             );
+            assert_eq!(env["CPM_HOLDER_NAMESPACE"], common::NAMESPACE);
+        } else {
+            assert!(!env.contains_key("CPM_HOLDER_IMAGE"), "{name}");
         }
+    }
+}
+
+#[test]
+fn example_holder_pod_is_hardened_and_bound_to_its_node() {
+    let files = render(&default_opts()).unwrap();
+    let text = &files["examples/image-holder-pod.yaml"];
+    assert!(text.starts_with(common::HEADER));
+    assert!(text.contains("not something to apply"), "{text}");
+    let docs = documents(&files);
+    let pods: Vec<&Value> = docs
+        .iter()
+        .filter(|(rel, _)| rel == "examples/image-holder-pod.yaml")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(pods.len(), 1);
+    let pod = pods[0];
+    assert_eq!(pod["kind"], "Pod");
+    assert_eq!(pod["metadata"]["namespace"], common::NAMESPACE);
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/name"],
+        cpm_manifests::holder::HOLDER_APP
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["nodeName"], agents::EXAMPLE_NODE);
+    let tolerations = spec["tolerations"].as_array().unwrap();
+    assert!(!tolerations.is_empty());
+    for t in tolerations {
+        assert_eq!(t["operator"], "Exists", "{t}");
+        assert!(
+            t["key"].is_null() && t["effect"].is_null(),
+            "tolerates every taint: {t}"
+        );
+    }
+    // The images of the example config's minor, from its repository.
+    let config = cpm_core::config::ControlPlaneConfiguration::parse(
+        &std::fs::read_to_string(workspace_root().join(EXAMPLE_CONFIG)).unwrap(),
+        Path::new(EXAMPLE_CONFIG),
+    )
+    .unwrap();
+    let want =
+        cpm_manifests::holder::images(&config.image_repository, config.kubernetes_version, None)
+            .unwrap();
+    let versions = cpm_core::versions::lookup(config.kubernetes_version).unwrap();
+    let holders = spec["containers"].as_array().unwrap();
+    let images: Vec<&str> = holders
+        .iter()
+        .map(|c| c["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(images, want);
+    for c in holders {
+        assert_eq!(c["command"][0], "/holder/cpm-holder", "{c}");
+        assert_eq!(c["command"][1], "hold", "{c}");
+        assert_eq!(c["command"].as_array().unwrap().len(), 2, "{c}");
+        let image = c["image"].as_str().unwrap();
+        if image.contains("/kube-") {
+            assert!(image.ends_with(&format!(":{}", versions.kubernetes)), "{c}");
+        } else {
+            assert!(image.starts_with("registry.k8s.io/etcd:"), "{c}");
+        }
+    }
+    let init = spec["initContainers"].as_array().unwrap();
+    assert_eq!(init.len(), 1);
+    assert_eq!(init[0]["image"], default_opts().image("cpm-holder"));
+    for c in holders.iter().chain(init) {
+        let name = c["name"].as_str().unwrap();
+        let sc = &c["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        assert_eq!(sc["runAsUser"], 65532, "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{name}"
+        );
+        assert!(sc["capabilities"]["add"].is_null(), "{name}");
+        assert!(c["resources"]["limits"]["memory"].is_string(), "{name}");
     }
 }
 
