@@ -1045,3 +1045,37 @@ async fn missing_images_hold_a_master_back_and_an_unhealthy_etcd_stops_the_step_
         "{s3:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_etcd_check_is_what_a_real_etcd_serves_on_cpm_etcd_s_metrics_listener() {
+    // cpm-etcd's manifest listens for metrics where the gate's default check looks.
+    assert_eq!(
+        cpm_manifests::health::ETCD_METRICS_URL,
+        cpm_etcd::manifest::METRICS_URL
+    );
+    let bin = cpm_testing::etcd::etcd_binary().expect("etcd (installed by .ci/install-deps)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = cpm_testing::etcd::EtcdProcess::start(
+        &bin,
+        &cpm_testing::etcd::EtcdOptions::single("gate", &dir.path().join("data"), None),
+    )
+    .unwrap();
+    let checks = [Check {
+        url: format!("{}/health", etcd.metrics_url),
+        verify: VerifyMode::Insecure,
+        git_version: None,
+    }];
+    let wait = |timeout| {
+        cpm_manifests::health::wait_healthy_named(
+            "etcd",
+            &checks,
+            &[],
+            timeout,
+            Duration::from_millis(50),
+        )
+    };
+    wait(Duration::from_secs(10)).await.unwrap();
+    etcd.kill();
+    let err = wait(Duration::from_millis(200)).await.unwrap_err();
+    assert!(err.to_string().starts_with("etcd not healthy"), "{err}");
+}
