@@ -30,7 +30,7 @@ async fn killed_upstream_new_connections_fail_over_and_its_connections_close() {
         streams.iter().map(|s| &s.upstream).collect::<Vec<_>>()
     );
 
-    a.kill();
+    a.kill().await;
     // New connections, at once: every one succeeds through b or c (a refused connect fails over).
     for i in 0..20 {
         let who = id(proxy.addr, &cluster)

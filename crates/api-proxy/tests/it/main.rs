@@ -181,17 +181,20 @@ impl Upstream {
         }
     }
 
-    /// Kills the server: the listener and every connection close.
-    pub fn kill(&mut self) {
+    /// Kills the server: the listener and every connection close. Returns once the server's
+    /// task is gone, so its listener is closed (an abort alone takes effect later, and a connect
+    /// in between would be accepted and then reset).
+    pub async fn kill(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            let _ = t.await;
         }
     }
 
     /// Kills the server, then puts a blackhole at its address: a listener with a full accept
     /// queue that is never accepted from, so the kernel drops new SYNs (connects hang).
     pub async fn blackhole(&mut self) {
-        self.kill();
+        self.kill().await;
         let mut socket = None;
         for _ in 0..100 {
             let s =
@@ -223,7 +226,9 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.kill();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
 
