@@ -340,7 +340,9 @@ async fn etcd_killed_mid_stream_or_a_truncated_stream_leaves_no_file_and_old_bac
     let old = written(&first);
     let old_sha = sha256_hex(&old);
 
-    // A stream cut short: the trailer check fails.
+    // A stream cut short: the trailer check fails. (A write first: a snapshot in the same second
+    // at the same revision would be refused by name, before any streaming.)
+    client.put("tick", "1", None).await?;
     let out = n.snapshot(&["--keep", "1"], Some("truncate:1048576")).await;
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
@@ -352,6 +354,7 @@ async fn etcd_killed_mid_stream_or_a_truncated_stream_leaves_no_file_and_old_bac
     assert_eq!(sha256_hex(&old), old_sha, "older backup intact");
 
     // etcd killed while the snapshot streams.
+    client.put("tick", "2", None).await?;
     let marker = n.root.join("paused");
     let child = n
         .command(&["snapshot", "--keep", "1", "--endpoint", &n.etcd.client_url])
