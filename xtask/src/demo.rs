@@ -156,7 +156,7 @@ pub fn run(dir: &Path, masters: u8, clean: bool) -> anyhow::Result<()> {
                 "get",
                 "controlplanenodes",
                 "-o",
-                "custom-columns=NAME:.metadata.name,VERSION:.status.version,HIGHEST:.status.highestVersion,ROLLOUT:.status.rollout.phase,APISERVER:.status.components.kube-apiserver.version",
+                "custom-columns=NAME:.metadata.name,VERSION:.status.version,HIGHEST:.status.highestVersion,ROLLOUT:.status.rollout.phase,APISERVER:.status.components.kube-apiserver.version,CERTS-EXPIRE:.status.certificateExpiry",
             ],
         )?;
     }

@@ -661,39 +661,14 @@ impl ManifestsAgent {
 impl ManifestsAgent {
     /// etcd's part of a version step. cpm-etcd renders etcd, following this master's
     /// `ControlPlaneNode` record (it watches it); this waits until etcd's manifest names
-    /// `expected`, its mirror pod runs that manifest, and etcd answers healthy.
+    /// `expected`, its mirror pod runs the manifest on disk (re-read each round: cpm-etcd may
+    /// rewrite it meanwhile), and etcd answers healthy.
     async fn wait_for_etcd(
         &self,
         root: &NodeRoot,
         expected: &str,
         ca: &[u8],
     ) -> Result<(), GateError> {
-        let start = std::time::Instant::now();
-        let checksum = loop {
-            let text = read_opt(root, ETCD_MANIFEST)
-                .ok()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let tag = etcd_image_on_disk(root).map(|(_, t)| t).unwrap_or_default();
-            if tag == expected {
-                break field(&text, &format!("{CHECKSUM_ANNOTATION}: "));
-            }
-            if start.elapsed() + self.gate_interval > self.gate_timeout {
-                return Err(GateError {
-                    component: "etcd",
-                    timeout: self.gate_timeout,
-                    last: format!(
-                        "{ETCD_MANIFEST} names etcd {tag:?}, not {expected:?} (cpm-etcd renders it: is it running on this master?)"
-                    ),
-                });
-            }
-            tokio::time::sleep(self.gate_interval).await;
-        };
-        info!(tag = expected, "etcd manifest written by cpm-etcd");
-        let left = |timeout: Duration| timeout.saturating_sub(start.elapsed());
-        self.wait_for_mirror_pod("etcd", &checksum, left(self.gate_timeout))
-            .await?;
         let checks = self.etcd_checks.clone().unwrap_or_else(|| {
             vec![Check {
                 url: format!("{ETCD_METRICS_URL}/health"),
@@ -701,16 +676,98 @@ impl ManifestsAgent {
                 git_version: None,
             }]
         });
-        wait_healthy_named(
-            "etcd",
-            &checks,
-            ca,
-            left(self.gate_timeout),
-            self.gate_interval,
-        )
-        .await?;
-        info!(tag = expected, "etcd healthy");
-        Ok(())
+        let start = std::time::Instant::now();
+        let mut settled = false;
+        loop {
+            let text = read_opt(root, ETCD_MANIFEST)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let tag = etcd_image_on_disk(root).map(|(_, t)| t).unwrap_or_default();
+            let last = if tag != expected {
+                format!(
+                    "{ETCD_MANIFEST} names etcd {tag:?}, not {expected:?} (cpm-etcd renders it: is it running on this master?)"
+                )
+            } else {
+                let checksum = field(&text, &format!("{CHECKSUM_ANNOTATION}: "));
+                let mirror = match &self.client {
+                    Some(client) => self.mirror_pod(client, "etcd", &checksum).await,
+                    None if !settled => {
+                        tokio::time::sleep(self.gate_settle).await;
+                        settled = true;
+                        Ok(())
+                    }
+                    None => Ok(()),
+                };
+                match mirror {
+                    Ok(()) => {
+                        match wait_healthy_named(
+                            "etcd",
+                            &checks,
+                            ca,
+                            Duration::ZERO,
+                            self.gate_interval,
+                        )
+                        .await
+                        {
+                            Ok(()) => {
+                                info!(tag = expected, "etcd healthy at its new tag");
+                                return Ok(());
+                            }
+                            Err(e) => e.last,
+                        }
+                    }
+                    Err(last) => last,
+                }
+            };
+            if start.elapsed() + self.gate_interval > self.gate_timeout {
+                return Err(GateError {
+                    component: "etcd",
+                    timeout: self.gate_timeout,
+                    last,
+                });
+            }
+            tokio::time::sleep(self.gate_interval).await;
+        }
+    }
+
+    /// Whether the mirror pod `<prefix>-<node>` carries `checksum` and is Ready (else what it
+    /// shows).
+    async fn mirror_pod(
+        &self,
+        client: &kube::Client,
+        prefix: &str,
+        checksum: &str,
+    ) -> Result<(), String> {
+        let name = format!("{prefix}-{}", self.args.node_name().unwrap_or_default());
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+        match pods.get_opt(&name).await {
+            Ok(Some(pod)) => {
+                let sum = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(CHECKSUM_ANNOTATION))
+                    .cloned()
+                    .unwrap_or_default();
+                let ready = pod
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                if sum == checksum && ready {
+                    return Ok(());
+                }
+                Err(format!(
+                    "mirror pod {name}: checksum {}, ready {ready}",
+                    &sum.get(..12).unwrap_or(&sum)
+                ))
+            }
+            Ok(None) => Err(format!("mirror pod {name} not found")),
+            Err(e) => Err(format!("cannot read mirror pod {name}: {e}")),
+        }
     }
 
     /// With an API client: waits until the mirror pod `<prefix>-<node>` carries `checksum` and
@@ -726,35 +783,11 @@ impl ManifestsAgent {
             tokio::time::sleep(self.gate_settle).await;
             return Ok(());
         };
-        let name = format!("{prefix}-{}", self.args.node_name().unwrap_or_default());
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let last = match pods.get_opt(&name).await {
-                Ok(Some(pod)) => {
-                    let sum = pod
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(CHECKSUM_ANNOTATION))
-                        .cloned()
-                        .unwrap_or_default();
-                    let ready = pod
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True");
-                    if sum == checksum && ready {
-                        return Ok(());
-                    }
-                    format!(
-                        "mirror pod {name}: checksum {}, ready {ready}",
-                        &sum.get(..12).unwrap_or(&sum)
-                    )
-                }
-                Ok(None) => format!("mirror pod {name} not found"),
-                Err(e) => format!("cannot read mirror pod {name}: {e}"),
+            let last = match self.mirror_pod(client, prefix, checksum).await {
+                Ok(()) => return Ok(()),
+                Err(last) => last,
             };
             if std::time::Instant::now() + self.gate_interval > deadline {
                 return Err(GateError {
