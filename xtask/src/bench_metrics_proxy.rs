@@ -1,8 +1,10 @@
 //! `cargo xtask bench metrics-proxy`: a Prometheus scrape of a ~200 KiB metrics payload, directly
-//! from a fake upstream (plain http, like etcd's 2381) and through metrics-rbac-proxy (release
-//! build, a real process, HTTPS with a bearer token, warm decision cache), in the same run on
-//! loopback: closed-loop throughput (scrapes/s) and p50/p99 latency at a fixed rate, plus the
-//! TokenReview and SubjectAccessReview calls the test API server answered.
+//! from a fake upstream (plain http, like etcd's 2381; and HTTPS with the same certificate as the
+//! proxy, like kube-controller-manager's 10257 scraped directly) and through metrics-rbac-proxy
+//! (release build, a real process, HTTPS with a bearer token, warm decision cache), in the same
+//! run on loopback: closed-loop throughput (scrapes/s) and p50/p99 latency at a fixed rate, plus
+//! the TokenReview and SubjectAccessReview calls the test API server answered. The HTTPS direct
+//! scrape is the fair peer: same TLS, no proxy.
 //!
 //! Clients speak minimal HTTP/1.1 with keep-alive (one connection per worker, as Prometheus keeps
 //! one per target), so the figures are the proxy's per-scrape cost, not TLS handshakes.
@@ -77,8 +79,11 @@ fn payload() -> Vec<u8> {
     out.into_bytes()
 }
 
-/// A keep-alive HTTP/1.1 server answering every request with `body`.
-async fn upstream(body: Arc<Vec<u8>>) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+/// A keep-alive HTTP/1.1 server answering every request with `body`, over TLS with `tls`.
+async fn upstream(
+    body: Arc<Vec<u8>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let head = format!(
@@ -92,9 +97,16 @@ async fn upstream(body: Arc<Vec<u8>>) -> anyhow::Result<(SocketAddr, JoinHandle<
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (head, body) = (head.clone(), body.clone());
+            let (head, body, tls) = (head.clone(), body.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut io = BufReader::new(tcp);
+                let io: Io = match tls {
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(s) => Box::new(s),
+                        Err(_) => return,
+                    },
+                    None => Box::new(tcp),
+                };
+                let mut io = BufReader::new(io);
                 let mut line = String::new();
                 loop {
                     // Read one request head.
@@ -179,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 #[derive(Clone)]
 enum Target {
     Direct(SocketAddr),
+    DirectTls(SocketAddr, Arc<rustls::ClientConfig>),
     Proxy(SocketAddr, Arc<rustls::ClientConfig>),
 }
 
@@ -194,13 +207,18 @@ impl Target {
                 tcp.set_nodelay(true)?;
                 Ok(Conn::new(Box::new(tcp) as Io, "/metrics", None))
             }
-            Target::Proxy(addr, tls) => {
+            Target::DirectTls(addr, tls) | Target::Proxy(addr, tls) => {
                 let tcp = TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
                 let tls = tokio_rustls::TlsConnector::from(tls.clone())
                     .connect(ServerName::try_from("127.0.0.1")?, tcp)
                     .await?;
-                Ok(Conn::new(Box::new(tls) as Io, "/etcd/metrics", Some(TOKEN)))
+                Ok(match self {
+                    Target::Proxy(..) => {
+                        Conn::new(Box::new(tls) as Io, "/etcd/metrics", Some(TOKEN))
+                    }
+                    _ => Conn::new(Box::new(tls) as Io, "/metrics", None),
+                })
             }
         }
     }
@@ -279,6 +297,18 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The server side of the serving certificate in `cert`/`key` (PEM files).
+fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 /// A serving certificate for 127.0.0.1 from a fresh CA: (cert file, key file, client config).
 fn serving(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, Arc<rustls::ClientConfig>)> {
     let now = time::OffsetDateTime::now_utc();
@@ -307,7 +337,7 @@ fn serving(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, Arc<rustls::ClientCo
 async fn bench(bin: &Path, dur: Duration, rate: u32) -> anyhow::Result<()> {
     let body = Arc::new(payload());
     let size = body.len();
-    let (up_addr, _up) = upstream(body).await?;
+    let (up_addr, _up) = upstream(body.clone(), None).await?;
     let api = ApiServer::start().await?;
     api.add_token(
         TOKEN,
@@ -320,6 +350,7 @@ async fn bench(bin: &Path, dur: Duration, rate: u32) -> anyhow::Result<()> {
     let yaml = api.kubeconfig_yaml(&Identity::Cert(UserInfo::new("metrics-rbac-proxy", &[])))?;
     cpm_core::apply::write_atomic(&kubeconfig, yaml.as_bytes(), 0o600, None, None)?;
     let (cert, key, tls) = serving(work.path())?;
+    let (tls_addr, _tls_up) = upstream(body, Some(acceptor(&cert, &key)?)).await?;
     let port = free_port()?;
     let admin = format!("127.0.0.1:{}", free_port()?);
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -338,6 +369,7 @@ async fn bench(bin: &Path, dur: Duration, rate: u32) -> anyhow::Result<()> {
             .spawn()
             .context("start metrics-rbac-proxy")?,
     );
+    let direct_tls = Target::DirectTls(tls_addr, tls.clone());
     let proxy = Target::Proxy(listen, tls);
     let direct = Target::Direct(up_addr);
     // Wait for the listener, then warm the cache with one scrape.
@@ -352,11 +384,13 @@ async fn bench(bin: &Path, dur: Duration, rate: u32) -> anyhow::Result<()> {
     let warm = warm.context("metrics-rbac-proxy never listened")?;
     ensure!(warm? == size, "the proxy changed the payload size");
 
-    let (d_tp, p_tp) = (
+    let (d_tp, t_tp, p_tp) = (
         throughput(&direct, dur).await?,
+        throughput(&direct_tls, dur).await?,
         throughput(&proxy, dur).await?,
     );
     let (d_p50, d_p99) = latency(&direct, rate, dur).await?;
+    let (t_p50, t_p99) = latency(&direct_tls, rate, dur).await?;
     let (p_p50, p_p99) = latency(&proxy, rate, dur).await?;
     let requests = api.requests();
     let count = |p: &str| requests.iter().filter(|r| r.path == p).count();
@@ -372,24 +406,30 @@ async fn bench(bin: &Path, dur: Duration, rate: u32) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| figure | direct (http) | through metrics-rbac-proxy (https + token) | proxy / direct |"
+        "| figure | direct (http) | direct (https) | through metrics-rbac-proxy (https + token) | proxy / direct https | proxy / direct http |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     println!(
-        "| throughput | {d_tp:.0} scrapes/s | {p_tp:.0} scrapes/s | {:.2}× |",
+        "| throughput | {d_tp:.0} scrapes/s | {t_tp:.0} scrapes/s | {p_tp:.0} scrapes/s | {:.2}× | {:.2}× |",
+        p_tp / t_tp,
         p_tp / d_tp
     );
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
-        "| p50 latency at {rate}/s | {} | {} | {:.2}× |",
+        "| p50 latency at {rate}/s | {} | {} | {} | {:.2}× | {:.2}× |",
         ms(d_p50),
+        ms(t_p50),
         ms(p_p50),
-        p_p50.as_secs_f64() / d_p50.as_secs_f64()
+        ratio(p_p50, t_p50),
+        ratio(p_p50, d_p50)
     );
     println!(
-        "| p99 latency at {rate}/s | {} | {} | {:.2}× |",
+        "| p99 latency at {rate}/s | {} | {} | {} | {:.2}× | {:.2}× |",
         ms(d_p99),
+        ms(t_p99),
         ms(p_p99),
-        p_p99.as_secs_f64() / d_p99.as_secs_f64()
+        ratio(p_p99, t_p99),
+        ratio(p_p99, d_p99)
     );
     println!();
     println!(
