@@ -22,15 +22,14 @@ use tracing::{debug, info, warn};
 use crate::desired::{HEADER, Inputs, desired, referenced_files};
 use crate::files::{AuditPolicy, EncryptionKey, encryption_keys, parse_audit_policy};
 use crate::health::{
-    Check, ETCD_METRICS_URL, GateError, VerifyMode, default_checks, wait_healthy,
-    wait_healthy_named,
+    Check, ETCD_METRICS_URL, GateError, VerifyMode, check, default_checks, wait_healthy,
 };
 use crate::layout::{BACKUP_DIR, Component, ENCRYPTION_CONFIG, SCHEDULER_CONFIG, node_path, pki};
 use crate::metrics::ManifestMetrics;
 use crate::pods::CHECKSUM_ANNOTATION;
 use crate::rollout::{
-    ETCD_MANIFEST, Prepared, Rollout, RolloutError, RolloutOptions, Target, etcd_image_on_disk,
-    minor_on_disk,
+    ETCD_MANIFEST, Prepared, Rollout, RolloutError, RolloutOptions, Target, etcd_manifest_on_disk,
+    image_of, manifest_field, minor_on_disk, tag_of,
 };
 use crate::scheduler;
 use cpm_core::config::KubernetesMinor;
@@ -551,9 +550,7 @@ impl Agent for ManifestsAgent {
                 continue;
             }
             let checks = self.checks(m.component, loaded.node_ip, version);
-            let mirror = self
-                .wait_for_mirror_pod(m.component.name(), &m.checksum, self.gate_timeout)
-                .await;
+            let mirror = self.wait_for_mirror_pod(m.component, &m.checksum).await;
             let gate = match mirror {
                 Ok(()) => {
                     wait_healthy(
@@ -600,20 +597,11 @@ impl Agent for ManifestsAgent {
     }
 }
 
-/// The etcd tag this master runs once at `to`: the version map's, never older than the one on
-/// disk (a downgrade keeps etcd). `None` when the node has no etcd manifest (nothing to gate).
+/// The etcd tag this master runs once at `to` ([`crate::holder::etcd_tag_at`] from the tag on
+/// disk). `None` when the node has no etcd manifest (nothing to gate).
 fn expected_etcd_tag(root: &NodeRoot, to: KubernetesMinor) -> Option<String> {
-    let (_, running) = etcd_image_on_disk(root)?;
-    let mapped = cpm_core::versions::lookup(to)?.etcd;
-    let how = cpm_core::versions::EtcdMove::Forward;
-    Some(cpm_core::versions::etcd_tag(mapped, Some(&running), how).to_string())
-}
-
-fn field(text: &str, prefix: &str) -> String {
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix(prefix))
-        .map(|v| v.trim_matches(['"', '\'']).to_string())
-        .unwrap_or_default()
+    let image = image_of(&etcd_manifest_on_disk(root)?)?;
+    crate::holder::etcd_tag_at(to, tag_of(&image))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -679,18 +667,16 @@ impl ManifestsAgent {
         let start = std::time::Instant::now();
         let mut settled = false;
         loop {
-            let text = read_opt(root, ETCD_MANIFEST)
-                .ok()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let tag = etcd_image_on_disk(root).map(|(_, t)| t).unwrap_or_default();
+            let text = etcd_manifest_on_disk(root).unwrap_or_default();
+            let image = image_of(&text).unwrap_or_default();
+            let tag = tag_of(&image).unwrap_or_default();
             let last = if tag != expected {
                 format!(
                     "{ETCD_MANIFEST} names etcd {tag:?}, not {expected:?} (cpm-etcd renders it: is it running on this master?)"
                 )
             } else {
-                let checksum = field(&text, &format!("{CHECKSUM_ANNOTATION}: "));
+                let checksum =
+                    manifest_field(&text, &format!("{CHECKSUM_ANNOTATION}: ")).unwrap_or_default();
                 let mirror = match &self.client {
                     Some(client) => self.mirror_pod(client, "etcd", &checksum).await,
                     None if !settled => {
@@ -701,23 +687,13 @@ impl ManifestsAgent {
                     None => Ok(()),
                 };
                 match mirror {
-                    Ok(()) => {
-                        match wait_healthy_named(
-                            "etcd",
-                            &checks,
-                            ca,
-                            Duration::ZERO,
-                            self.gate_interval,
-                        )
-                        .await
-                        {
-                            Ok(()) => {
-                                info!(tag = expected, "etcd healthy at its new tag");
-                                return Ok(());
-                            }
-                            Err(e) => e.last,
+                    Ok(()) => match check(&checks, ca).await {
+                        Ok(()) => {
+                            info!(tag = expected, "etcd healthy at its new tag");
+                            return Ok(());
                         }
-                    }
+                        Err(last) => last,
+                    },
                     Err(last) => last,
                 }
             };
@@ -770,29 +746,28 @@ impl ManifestsAgent {
         }
     }
 
-    /// With an API client: waits until the mirror pod `<prefix>-<node>` carries `checksum` and
-    /// is Ready, so the health checks that follow reach the new pod, not the old one. Without a
-    /// client: waits [`Self::gate_settle`] for the kubelet to replace the pod.
+    /// With an API client: waits until the mirror pod of `component` on this node carries
+    /// `checksum` and is Ready, so the health checks that follow reach the new pod, not the old
+    /// one. Without a client: waits [`Self::gate_settle`] for the kubelet to replace the pod.
     async fn wait_for_mirror_pod(
         &self,
-        prefix: &'static str,
+        component: Component,
         checksum: &str,
-        timeout: Duration,
     ) -> Result<(), GateError> {
         let Some(client) = &self.client else {
             tokio::time::sleep(self.gate_settle).await;
             return Ok(());
         };
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = std::time::Instant::now() + self.gate_timeout;
         loop {
-            let last = match self.mirror_pod(client, prefix, checksum).await {
+            let last = match self.mirror_pod(client, component.name(), checksum).await {
                 Ok(()) => return Ok(()),
                 Err(last) => last,
             };
             if std::time::Instant::now() + self.gate_interval > deadline {
                 return Err(GateError {
-                    component: prefix,
-                    timeout,
+                    component: component.name(),
+                    timeout: self.gate_timeout,
                     last,
                 });
             }

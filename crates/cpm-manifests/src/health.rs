@@ -99,7 +99,7 @@ pub async fn wait_healthy_named(
 ) -> Result<(), GateError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last = match run_checks(checks, cluster_ca).await {
+        let last = match check(checks, cluster_ca).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
@@ -114,7 +114,8 @@ pub async fn wait_healthy_named(
     }
 }
 
-async fn run_checks(checks: &[Check], cluster_ca: &[u8]) -> Result<(), String> {
+/// Runs every check once: `Err` with the first failure.
+pub async fn check(checks: &[Check], cluster_ca: &[u8]) -> Result<(), String> {
     for c in checks {
         let verify = match c.verify {
             VerifyMode::ClusterCa => Verify::Ca(cluster_ca.to_vec()),

@@ -69,9 +69,20 @@ pub enum HolderState {
     Waiting(String),
 }
 
+/// The etcd tag cpm-etcd runs once the master is at `minor`: the version map's, never older than
+/// `running_etcd` (a downgrade keeps etcd). `None` for a minor outside the version map.
+pub fn etcd_tag_at(
+    minor: cpm_core::config::KubernetesMinor,
+    running_etcd: Option<&str>,
+) -> Option<String> {
+    let mapped = cpm_core::versions::lookup(minor)?.etcd;
+    let how = cpm_core::versions::EtcdMove::Forward;
+    Some(cpm_core::versions::etcd_tag(mapped, running_etcd, how).to_string())
+}
+
 /// The images of `minor` from `repository`: kube-apiserver, kube-controller-manager,
-/// kube-scheduler at the minor's tag, and etcd at the tag cpm-etcd will run (never an older etcd
-/// minor than `running_etcd`). `None` for a minor outside the version map.
+/// kube-scheduler at the minor's tag, and etcd at [`etcd_tag_at`]. `None` for a minor outside
+/// the version map.
 pub fn images(
     repository: &str,
     minor: cpm_core::config::KubernetesMinor,
@@ -84,7 +95,7 @@ pub fn images(
         .collect();
     out.push(format!(
         "{repository}/etcd:{}",
-        cpm_core::versions::etcd_tag(v.etcd, running_etcd, cpm_core::versions::EtcdMove::Forward)
+        etcd_tag_at(minor, running_etcd)?
     ));
     Some(out)
 }
@@ -293,10 +304,30 @@ pub fn state(pod: &Pod) -> HolderState {
     ))
 }
 
+/// The label selector of every holder pod.
+fn selector() -> String {
+    format!("app.kubernetes.io/name={HOLDER_APP}")
+}
+
+/// Marks an agent dirty on every change of a holder pod in `namespace` (a pod becoming ready is
+/// what a waiting master waits for).
+pub fn watch(
+    client: kube::Client,
+    namespace: &str,
+    tx: cpm_core::reconcile::TriggerSender,
+) -> cpm_core::kube::KubeWatch {
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    cpm_core::kube::watch_triggers(
+        pods,
+        kube::runtime::watcher::Config::default().labels(&selector()),
+        tx,
+    )
+}
+
 /// The holder pods of `node` in `namespace`.
 async fn of_node(api: &Api<Pod>, node: &str) -> Result<Vec<Pod>, kube::Error> {
     Ok(api
-        .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={HOLDER_APP}")))
+        .list(&ListParams::default().labels(&selector()))
         .await?
         .items
         .into_iter()

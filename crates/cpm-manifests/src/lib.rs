@@ -121,15 +121,7 @@ pub async fn run(cli: Cli) -> Code {
             Box::new(cpm_core::controlplanenode::watch(c2, None, tx))
         }));
         let ns = cli.holder_namespace.clone();
-        watchers.push(Box::new(move |tx| {
-            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(c, &ns);
-            let selector = format!("app.kubernetes.io/name={}", holder::HOLDER_APP);
-            Box::new(cpm_core::kube::watch_triggers(
-                pods,
-                kube::runtime::watcher::Config::default().labels(&selector),
-                tx,
-            ))
-        }));
+        watchers.push(Box::new(move |tx| Box::new(holder::watch(c, &ns, tx))));
     }
     let opts = RunnerOptions {
         default_admin: ADMIN_ADDR,

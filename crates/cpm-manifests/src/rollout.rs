@@ -153,14 +153,28 @@ fn parse_minor(s: &str) -> Option<KubernetesMinor> {
     s.parse().ok()
 }
 
+/// The value of the first line of a rendered manifest that starts with `prefix` (after
+/// indentation), unquoted: `image: `, or the checksum annotation.
+pub fn manifest_field(text: &str, prefix: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .map(|v| v.trim_matches(['"', '\'']).to_string())
+}
+
+/// The image of a rendered manifest.
+pub fn image_of(text: &str) -> Option<String> {
+    manifest_field(text, "image: ")
+}
+
+/// The tag of an image reference (`registry.k8s.io/etcd:3.5.21-0` → `3.5.21-0`).
+pub fn tag_of(image: &str) -> Option<&str> {
+    Some(image.rsplit_once(':')?.1)
+}
+
 /// The minor of the kube-apiserver manifest on the node, if any.
 pub fn minor_on_disk(manifest: &[u8]) -> Option<KubernetesMinor> {
-    let text = String::from_utf8_lossy(manifest);
-    let image = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("image: "))?
-        .trim_matches(['"', '\'']);
-    minor_of_tag(image.rsplit_once(':')?.1)
+    let image = image_of(&String::from_utf8_lossy(manifest))?;
+    minor_of_tag(tag_of(&image)?)
 }
 
 /// The image tag and checksum of each component manifest on the node.
@@ -173,21 +187,13 @@ pub fn components_on_disk(root: &NodeRoot) -> BTreeMap<String, ComponentStatus> 
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
-        let field = |prefix: &str| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(prefix))
-                .map(|v| v.trim_matches(['"', '\'']).to_string())
-                .unwrap_or_default()
-        };
-        let image = field("image: ");
+        let image = image_of(&text).unwrap_or_default();
         out.insert(
             c.name().to_string(),
             ComponentStatus {
-                version: image
-                    .rsplit_once(':')
-                    .map(|(_, t)| t.to_string())
+                version: tag_of(&image).unwrap_or_default().to_string(),
+                checksum: manifest_field(&text, &format!("{CHECKSUM_ANNOTATION}: "))
                     .unwrap_or_default(),
-                checksum: field(&format!("{CHECKSUM_ANNOTATION}: ")),
             },
         );
     }
@@ -197,31 +203,20 @@ pub fn components_on_disk(root: &NodeRoot) -> BTreeMap<String, ComponentStatus> 
 /// The etcd static pod manifest (written by cpm-etcd).
 pub const ETCD_MANIFEST: &str = "/etc/kubernetes/manifests/etcd.yaml";
 
-fn image_of(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("image: "))
-        .map(|v| v.trim_matches(['"', '\'']).to_string())
+/// The etcd manifest on the node (text), if any.
+pub fn etcd_manifest_on_disk(root: &NodeRoot) -> Option<String> {
+    std::fs::read_to_string(root.join(node_path(ETCD_MANIFEST)).ok()?).ok()
 }
 
-/// The image of the etcd manifest on the node, and its tag.
-pub fn etcd_image_on_disk(root: &NodeRoot) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(root.join(node_path(ETCD_MANIFEST)).ok()?).ok()?;
-    let image = image_of(&text)?;
-    let tag = image.rsplit_once(':')?.1.to_string();
-    Some((image, tag))
-}
-
-/// Every image the node's control-plane manifests name now (what a rollback goes back to).
-pub fn images_on_disk(root: &NodeRoot) -> Vec<String> {
-    let mut out: Vec<String> = Component::ALL
+/// The images the node's three component manifests name now.
+fn component_images_on_disk(root: &NodeRoot) -> Vec<String> {
+    Component::ALL
         .iter()
         .filter_map(|c| {
             let path = root.join(node_path(&c.manifest())).ok()?;
             image_of(&std::fs::read_to_string(path).ok()?)
         })
-        .collect();
-    out.extend(etcd_image_on_disk(root).map(|(image, _)| image));
-    out
+        .collect()
 }
 
 /// The expiry (RFC 3339) of every certificate under `/etc/kubernetes/pki` and its `etcd/`, by
@@ -519,10 +514,11 @@ impl Rollout {
             warn!(node, %to, "no holder image configured: the images of {to} are not checked before the move");
             return Ok(None);
         };
-        let running_etcd = etcd_image_on_disk(root).map(|(_, tag)| tag);
+        // The images of `to`, then what the node runs now (what a rollback goes back to).
+        let etcd = etcd_manifest_on_disk(root).and_then(|t| image_of(&t));
         let mut images =
-            holder::images(repository, to, running_etcd.as_deref()).unwrap_or_default();
-        for image in images_on_disk(root) {
+            holder::images(repository, to, etcd.as_deref().and_then(tag_of)).unwrap_or_default();
+        for image in component_images_on_disk(root).into_iter().chain(etcd) {
             if !images.contains(&image) {
                 images.push(image);
             }
