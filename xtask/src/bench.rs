@@ -17,6 +17,8 @@ use crate::cmd::{self, workspace_root};
 mod bench_backup;
 #[path = "bench_metrics_proxy.rs"]
 mod bench_metrics_proxy;
+#[path = "bench_pki.rs"]
+mod bench_pki;
 #[path = "bench_proxy.rs"]
 mod bench_proxy;
 

@@ -16,16 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use cpm_core::config::KeyAlgorithm;
-use cpm_core::pki::{Ca, CertSpec, Key, Usage};
 use cpm_testing::apiserver::{ApiServer, Identity, UserInfo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use super::bench_pki::BenchPki;
 use crate::cmd::{self};
 
 const TOKEN: &str = "bench-scraper-token";
@@ -297,41 +295,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// The server side of the serving certificate in `cert`/`key` (PEM files).
-fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// A serving certificate for 127.0.0.1 from a fresh CA: (cert file, key file, client config).
-fn serving(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, Arc<rustls::ClientConfig>)> {
-    let now = time::OffsetDateTime::now_utc();
-    let ca_key = Key::generate(KeyAlgorithm::EcdsaP256)?;
-    let ca_pem = CertSpec::new("bench-ca", Usage::Ca, now, 1).self_signed(&ca_key)?;
-    let ca = Ca::from_pem(&ca_pem, &ca_key.to_pem())?;
-    let key = Key::generate(KeyAlgorithm::EcdsaP256)?;
-    let mut spec = CertSpec::new("metrics-rbac-proxy", Usage::Server, now, 1);
-    spec.sans = vec!["127.0.0.1".parse().map_err(anyhow::Error::msg)?];
-    let cert = ca.issue(&spec, &key)?;
+/// The proxy's serving certificate written into `dir`: (cert file, key file).
+fn serving_files(pki: &BenchPki, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
-    cpm_core::apply::write_atomic(&c, cert.as_bytes(), 0o644, None, None)?;
-    cpm_core::apply::write_atomic(&k, key.to_pem().as_bytes(), 0o600, None, None)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok((c, k, Arc::new(client)))
+    cpm_core::apply::write_atomic(&c, pki.cert_pem.as_bytes(), 0o644, None, None)?;
+    cpm_core::apply::write_atomic(&k, pki.key_pem.as_bytes(), 0o600, None, None)?;
+    Ok((c, k))
 }
 
 async fn bench(bin: &Path, dur: Duration, rate: u32) -> anyhow::Result<()> {
@@ -349,8 +318,11 @@ async fn bench(bin: &Path, dur: Duration, rate: u32) -> anyhow::Result<()> {
     let kubeconfig = work.path().join("kubeconfig");
     let yaml = api.kubeconfig_yaml(&Identity::Cert(UserInfo::new("metrics-rbac-proxy", &[])))?;
     cpm_core::apply::write_atomic(&kubeconfig, yaml.as_bytes(), 0o600, None, None)?;
-    let (cert, key, tls) = serving(work.path())?;
-    let (tls_addr, _tls_up) = upstream(body, Some(acceptor(&cert, &key)?)).await?;
+    let pki = BenchPki::new("metrics-rbac-proxy")?;
+    let (cert, key) = serving_files(&pki, work.path())?;
+    let tls = pki.client_config()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config()?);
+    let (tls_addr, _tls_up) = upstream(body, Some(acceptor)).await?;
     let port = free_port()?;
     let admin = format!("127.0.0.1:{}", free_port()?);
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;

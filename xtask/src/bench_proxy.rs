@@ -17,14 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use cpm_core::config::KeyAlgorithm;
-use cpm_core::pki::{Ca, CertSpec, Key, Usage};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::bench_pki::BenchPki;
 use crate::cmd::{self};
 
 /// Listen backlog of the upstreams (a small one in the failover scenarios fills fast).
@@ -90,35 +87,20 @@ struct Pki {
 
 impl Pki {
     fn new() -> anyhow::Result<Self> {
-        let now = time::OffsetDateTime::now_utc();
-        let ca_key = Key::generate(KeyAlgorithm::EcdsaP256)?;
-        let ca_pem = CertSpec::new("bench-ca", Usage::Ca, now, 1).self_signed(&ca_key)?;
-        let ca = Ca::from_pem(&ca_pem, &ca_key.to_pem())?;
-        let key = Key::generate(KeyAlgorithm::EcdsaP256)?;
-        let mut spec = CertSpec::new("kube-apiserver", Usage::Server, now, 1);
-        spec.sans = vec!["127.0.0.1".parse().map_err(anyhow::Error::msg)?];
-        let cert = ca.issue(&spec, &key)?;
-        let certs =
-            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_slice(key.to_pem().as_bytes())?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)?;
+        let pki = BenchPki::new("kube-apiserver")?;
         let dir = tempfile::Builder::new()
             .prefix("cpm-bench-proxy-")
             .tempdir()?;
         cpm_core::apply::write_atomic(
             &dir.path().join("ca.crt"),
-            ca_pem.as_bytes(),
+            pki.ca_pem.as_bytes(),
             0o644,
             None,
             None,
         )?;
         Ok(Self {
             dir,
-            server: Arc::new(server),
+            server: pki.server_config()?,
         })
     }
 
