@@ -364,17 +364,16 @@ impl Stream {
         )
     }
 
-    /// Sends `data` while reading the echo back at the same time; returns what came back.
+    /// Sends `data` in 64 KiB chunks, reading each chunk's echo back before the next; returns
+    /// what came back. (Sending and reading at once through `tokio::io::split` of the TLS stream
+    /// stalled now and then in the client, with every byte already delivered by the proxy.)
     pub async fn roundtrip(&mut self, data: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
         let mut back = vec![0u8; data.len()];
-        let send = async {
-            wr.write_all(data).await?;
-            wr.flush().await
-        };
-        let (sent, got) = tokio::join!(send, rd.read_exact(&mut back));
-        sent.context("send")?;
-        got.context("read back")?;
+        for (sent, got) in data.chunks(64 << 10).zip(back.chunks_mut(64 << 10)) {
+            self.io.get_mut().write_all(sent).await.context("send")?;
+            self.io.get_mut().flush().await.context("send")?;
+            self.io.read_exact(got).await.context("read back")?;
+        }
         Ok(back)
     }
 
