@@ -106,6 +106,9 @@ pub struct CommonArgs {
     pub resync_seconds: u64,
 }
 
+/// Flags that only a daemon honours: one pass starts no admin server and has no resync.
+pub const DAEMON_ONLY: &[&str] = &["admin_addr", "resync_seconds"];
+
 /// A required identity flag is missing.
 #[derive(Debug, thiserror::Error)]
 #[error("--{flag} is required (or env {env})")]
@@ -138,6 +141,17 @@ impl CommonArgs {
         let mut opts = RunOptions::new(self.once, self.mode());
         opts.resync = std::time::Duration::from_secs(self.resync_seconds);
         opts
+    }
+
+    /// The daemon-only flags ([`DAEMON_ONLY`]) when one pass was asked for (`--once`,
+    /// `--dry-run`, `--check`), else none: an agent's [`Honours::unhonoured`] for its default
+    /// command.
+    pub fn unhonoured_in_one_pass(&self) -> &'static [&'static str] {
+        if self.once || self.dry_run || self.check {
+            DAEMON_ONLY
+        } else {
+            &[]
+        }
     }
 
     /// This node's name: `--node-name`, `CPM_NODE_NAME`, then `NODE_NAME`.
