@@ -517,7 +517,7 @@ pub async fn run(cli: Cli) -> Code {
     };
     let readiness = Readiness::new(Duration::from_secs(3));
     let admin_addr = cli.common.admin_addr.unwrap_or(ADMIN_ADDR);
-    match cpm_core::admin::spawn(admin_addr, Arc::new(registry), readiness.clone()).await {
+    match cpm_core::admin::spawn(admin_addr, registry, readiness.clone()).await {
         Ok(srv) => info!(addr = %srv.addr, "admin server listening"),
         Err(e) => return fatal(&e, Code::Failure),
     }

@@ -32,12 +32,16 @@ pub struct AdminServer {
     pub task: JoinHandle<()>,
 }
 
-/// Binds `addr` and serves the admin endpoints in the background.
+/// Binds `addr` and serves the admin endpoints in the background. `registry` holds the binary's
+/// metrics; the process metrics and `cpm_build_info` ([`crate::metrics::process`]) are added
+/// here, so every admin server exports them.
 pub async fn spawn(
     addr: SocketAddr,
-    registry: Arc<Registry>,
+    mut registry: Registry,
     readiness: Readiness,
 ) -> std::io::Result<AdminServer> {
+    crate::metrics::process::register(&mut registry);
+    let registry = Arc::new(registry);
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {

@@ -10,6 +10,11 @@
 //! | `cpm_reconcile_duration_seconds` | histogram | `agent` |
 //! | `cpm_last_success_timestamp_seconds` | gauge | `agent` |
 //! | `cpm_planned_changes` | gauge | `agent`, `op` |
+//!
+//! [`process::register`] adds the process metrics (`process_*`) and `cpm_build_info` that every
+//! binary serving `/metrics` exports.
+
+pub mod process;
 
 use std::sync::atomic::AtomicU64;
 

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use tracing::info;
@@ -69,7 +68,7 @@ pub async fn run_agent<A: Agent>(
             _guards.push(start(triggers.sender()));
         }
         let addr = common.admin_addr.unwrap_or(opts.default_admin);
-        match crate::admin::spawn(addr, Arc::new(registry), readiness.clone()).await {
+        match crate::admin::spawn(addr, registry, readiness.clone()).await {
             Ok(srv) => info!(addr = %srv.addr, "admin server listening"),
             Err(e) => return fatal(&e),
         }

@@ -4,12 +4,19 @@
 //! (cpm's own, kubelet's Secret volumes) replace the file's inode by rename. A path that does not
 //! exist yet is covered by its nearest existing ancestor. Events are debounced and carry no data:
 //! the agent re-reads everything on its next pass.
+//!
+//! Only events that can change what a pass reads trigger one ([`changes_inputs`]): creation,
+//! writes (modify, close after writing), renames, removal, and attribute changes (modes and owners
+//! are part of what an agent converges). Opening, reading and closing after reading never do: the
+//! pass's own reads of its inputs must not start the next pass (an idle agent does no work,
+//! PRODUCT.md §6.9).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::reconcile::{Trigger, TriggerSender};
@@ -60,12 +67,30 @@ pub fn watch_dirs(inputs: &[PathBuf]) -> Vec<PathBuf> {
     dirs.into_iter().collect()
 }
 
-/// Watches `inputs` and sends [`Trigger::File`] on every debounced change.
+/// Whether an event of `kind` can change an input: everything but opening, reading and closing
+/// without writing. Unknown kinds (`Any`, `Other`: a rescan after a queue overflow, say) count
+/// as changes, since a missed change is worse than one pass too many.
+pub fn changes_inputs(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
+    }
+}
+
+/// Watches `inputs` and sends [`Trigger::File`] on every debounced change ([`changes_inputs`]).
+/// A failed watch (a queue overflow) also triggers: the next pass re-reads everything.
 pub fn watch_files(inputs: &[PathBuf], tx: TriggerSender) -> Result<FileWatch, WatchError> {
     let handler = move |result: DebounceEventResult| {
-        if let Ok(events) = result
-            && !events.is_empty()
-        {
+        let changed = match result {
+            Ok(events) => events.iter().any(|e| changes_inputs(&e.kind)),
+            Err(_) => true,
+        };
+        if changed {
             let _ = tx.send(Trigger::File);
         }
     };

@@ -1,6 +1,7 @@
 //! Dev-only test helpers shared by every crate's tests: temporary node roots ([`root`]), a
 //! real-etcd process harness ([`etcd`]), certificate and config fixtures made with cpm's own PKI
-//! code ([`fixtures`]), and a test Kubernetes API server ([`apiserver`]).
+//! code ([`fixtures`]), a test Kubernetes API server ([`apiserver`]), and idle checks for
+//! daemons ([`idle`]).
 //!
 //! Never a normal dependency of a shipped crate.
 #![allow(clippy::missing_panics_doc)]
@@ -8,6 +9,7 @@
 pub mod apiserver;
 pub mod etcd;
 pub mod fixtures;
+pub mod idle;
 pub mod openssl;
 pub mod process;
 pub mod root;

@@ -64,3 +64,24 @@ pub fn output_into_closed_pipe(cmd: &mut Command) -> Output {
         .output()
         .expect("invariant: the binary runs")
 }
+
+/// A process under test that is killed and reaped when dropped, so none outlives a failed test.
+#[derive(Debug)]
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Spawns `cmd`.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(
+            cmd.spawn()
+                .expect("invariant: the binary under test starts"),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

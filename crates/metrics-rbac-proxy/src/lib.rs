@@ -428,14 +428,17 @@ async fn reload_loop(
         while events.try_recv().is_ok() {}
         match tls::load_pair(&cert_file, &key_file) {
             Ok(new) => {
-                if new.cert != cert.get().cert {
+                let result = if new.cert == cert.get().cert {
+                    "unchanged"
+                } else {
                     cert.set(new);
-                    metrics
-                        .tls_reloads
-                        .get_or_create(&ResultLabel { result: "applied" })
-                        .inc();
                     info!(cert = %cert_file.display(), "serving certificate reloaded");
-                }
+                    "applied"
+                };
+                metrics
+                    .tls_reloads
+                    .get_or_create(&ResultLabel { result })
+                    .inc();
             }
             Err(e) => {
                 metrics
@@ -488,7 +491,7 @@ pub async fn run(cli: Cli) -> Code {
     let readiness = Readiness::new(Duration::from_secs(3));
     readiness.mark_success(SystemTime::now());
     let admin_addr = cli.common.admin_addr.unwrap_or(ADMIN_ADDR);
-    match cpm_core::admin::spawn(admin_addr, Arc::new(registry), readiness.clone()).await {
+    match cpm_core::admin::spawn(admin_addr, registry, readiness.clone()).await {
         Ok(srv) => info!(addr = %srv.addr, "admin server listening"),
         Err(e) => return fatal(&e, Code::Failure),
     }

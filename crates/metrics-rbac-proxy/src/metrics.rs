@@ -6,7 +6,7 @@
 //! | `cpm_metrics_rbac_proxy_cache_lookups_total` | counter | `cache` (`authn`, `authz`), `result` (`hit`, `miss`) |
 //! | `cpm_metrics_rbac_proxy_reviews_total` | counter | `kind` (`tokenreview`, `subjectaccessreview`), `result` (`ok`, `error`) |
 //! | `cpm_metrics_rbac_proxy_upstream_duration_seconds` | histogram | `route` (time to response headers) |
-//! | `cpm_metrics_rbac_proxy_tls_reloads_total` | counter | `result` (`applied`, `rejected`) |
+//! | `cpm_metrics_rbac_proxy_tls_reloads_total` | counter | `result` (`applied`, `unchanged`, `rejected`) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -2,11 +2,12 @@
 //! clean exit on SIGTERM.
 
 use std::io::{Read, Write};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cpm_core::apply::write_atomic;
 use cpm_testing::etcd::free_port;
+use cpm_testing::process::Daemon;
 
 use super::*;
 
@@ -27,15 +28,6 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -68,7 +60,7 @@ fn daemon_serves_admin_reacts_to_config_and_exits_0_on_sigterm() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("cpm_reconcile_total{agent=\"cpm-certs\",result=\"success\"} 1"),
+        metrics.contains("cpm_reconcile_total{agent=\"cpm-certs\",result=\"success\"} "),
         "{metrics}"
     );
     assert!(http_get(&addr, "/livez").is_some_and(|(c, _)| c == 200));
@@ -147,4 +139,32 @@ fn daemon_serves_admin_reacts_to_config_and_exits_0_on_sigterm() {
     );
     assert!(logs.contains("SIGTERM: exiting"), "{logs}");
     assert!(!logs.contains("PRIVATE KEY"), "a key reached the logs");
+}
+
+/// On a converged node, the daemon does nothing: its own reads of the config, the CA bundle and
+/// the node's PKI never start a pass.
+#[test]
+fn an_idle_daemon_does_no_work_when_its_inputs_are_read() {
+    let node = Node::new("");
+    assert_eq!(code(&node.run(&["--once"])), 0);
+    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap()));
+    let child = Command::new(bin())
+        .args(node.args())
+        .args(["--admin-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon(child);
+    eventually("readyz 200", || {
+        http_get(&addr, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    let inputs = [
+        node.config.clone(),
+        node.pki.clone(),
+        node.root.path().join("etc/kubernetes"),
+    ];
+    let passes =
+        cpm_testing::idle::assert_idle(&addr, "cpm_reconcile_total{agent=\"cpm-certs\"", &inputs);
+    assert_eq!(passes, 1.0, "a converged node needs one pass");
 }

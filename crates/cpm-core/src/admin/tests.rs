@@ -23,7 +23,7 @@ async fn serves_metrics_health_and_readiness() {
     let m = ReconcileMetrics::register(&mut reg, "t");
     m.observe_pass(true, 0.1, 1.0);
     let ready = Readiness::new(Duration::from_secs(60));
-    let srv = spawn("127.0.0.1:0".parse().unwrap(), Arc::new(reg), ready.clone())
+    let srv = spawn("127.0.0.1:0".parse().unwrap(), reg, ready.clone())
         .await
         .unwrap();
 

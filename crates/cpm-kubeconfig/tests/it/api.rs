@@ -133,3 +133,46 @@ fn an_unreachable_api_does_not_fail_the_pass() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(node.kubeconfig("admin.conf").exists());
 }
+
+/// As deployed (binding ensured through the API): on a converged node the daemon does nothing,
+/// neither passes nor API requests, when its inputs and outputs are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_does_no_work_when_its_inputs_are_read() {
+    let node = Node::new("");
+    let server = server_with_cluster_ca(&node).await;
+    node.set_config(&format!("controlPlaneEndpoint: {}\n", server.url()));
+    let out = tokio::task::block_in_place(|| node.run(&["--once"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let admin = format!(
+        "127.0.0.1:{}",
+        cpm_testing::etcd::free_port("127.0.0.1".parse().unwrap())
+    );
+    let _daemon = cpm_testing::process::Daemon::spawn(
+        Command::new(env!("CARGO_BIN_EXE_cpm-kubeconfig"))
+            .arg("--root")
+            .arg(node.root.path())
+            .arg("--config")
+            .arg(&node.config)
+            .arg("--pki-dir")
+            .arg(&node.pki)
+            .args(["--node-ip", "127.0.0.1", "--admin-addr", &admin])
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(
+        cpm_testing::process::admin_ready(&admin).await,
+        "admin /readyz never answered 200"
+    );
+    let inputs = [
+        node.config.clone(),
+        node.pki.clone(),
+        node.root.path().join("etc/kubernetes"),
+        node.root.path().join("root/.kube"),
+    ];
+    tokio::task::block_in_place(|| {
+        let settled = cpm_testing::idle::settle(&admin, "cpm_reconcile_total{");
+        let requests = server.requests().len();
+        let passes = cpm_testing::idle::assert_idle(&admin, "cpm_reconcile_total{", &inputs);
+        assert_eq!(passes, settled);
+        assert_eq!(server.requests().len(), requests, "API requests while idle");
+    });
+}

@@ -3,6 +3,7 @@
 
 mod agent;
 mod cluster;
+mod daemon;
 mod golden;
 mod rollout;
 mod scheduler;

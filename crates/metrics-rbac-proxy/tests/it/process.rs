@@ -17,6 +17,13 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Arguments, environment, and the flag named in the error.
+type Refused = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 /// Trusts whatever certificate the server presents first (the binary's self-signed one).
 async fn pinned_tls(addr: SocketAddr) -> Arc<rustls::ClientConfig> {
     #[derive(Debug)]
@@ -156,13 +163,6 @@ fn https_routes_without_a_ca_or_an_explicit_skip_are_a_usage_error() {
 
 /// A proxy has no pass to run once, dry-run or check, and reads no node root or config: those
 /// flags are refused with exit 2 (from the command line or `CPM_*`), never ignored.
-/// Arguments, environment, and the flag named in the error.
-type Refused = (
-    &'static [&'static str],
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
-
 #[test]
 fn flags_a_proxy_does_not_honour_are_refused_with_exit_2() {
     let cases: [Refused; 5] = [
@@ -193,5 +193,61 @@ fn flags_a_proxy_does_not_honour_are_refused_with_exit_2() {
             err.contains(&format!("{flag} is not honoured by `metrics-rbac-proxy`")),
             "{err}"
         );
+    }
+}
+
+/// With nothing changing, the proxy never reloads its serving certificate: its own reads of the
+/// pair (and anyone else's) are not changes. The safety-net reload is set out of the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxy_does_not_reload_when_its_certificate_is_read() {
+    let api = ApiServer::start().await.unwrap();
+    let pki = Pki::generate("serving-ca");
+    let (cert, key) = pki.issue("serving", "metrics-rbac-proxy", &[], Usage::Server);
+    let kubeconfig = pki.path("kubeconfig");
+    let yaml = api
+        .kubeconfig_yaml(&Identity::Cert(UserInfo::new("metrics-rbac-proxy", &[])))
+        .unwrap();
+    write(&kubeconfig, yaml.as_bytes());
+    let upstream = FakeUpstream::start(PAYLOAD).await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let _proxy = cpm_testing::process::Daemon::spawn(
+        Command::new(env!("CARGO_BIN_EXE_metrics-rbac-proxy"))
+            .args(["--node-ip", "127.0.0.1", "--admin-addr", &admin])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .args(["--tls-reload-seconds", "3600"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--route", &format!("etcd={}", upstream.url())])
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        cpm_testing::process::admin_ready(&admin).await,
+        "admin /readyz never answered 200"
+    );
+    let inputs = [cert.clone(), key.clone(), kubeconfig.clone()];
+    tokio::task::block_in_place(|| {
+        cpm_testing::idle::assert_idle(
+            &admin,
+            "cpm_metrics_rbac_proxy_tls_reloads_total{",
+            &inputs,
+        );
+    });
+    // The watch is alive: a renewed pair is loaded.
+    pki.issue("serving", "metrics-rbac-proxy", &[], Usage::Server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cpm_testing::idle::sum(
+        &cpm_testing::idle::scrape(&admin),
+        "cpm_metrics_rbac_proxy_tls_reloads_total{result=\"applied\"",
+    ) < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed pair was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

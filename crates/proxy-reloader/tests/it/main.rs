@@ -311,3 +311,27 @@ async fn a_missing_kubeconfig_is_a_usage_error() {
     assert!(stderr(&out).contains("kubelet.conf"), "{}", stderr(&out));
     assert!(!root.join(FILE).exists());
 }
+
+/// With the endpoints unchanged, the daemon does nothing: neither passes nor API requests
+/// beyond its watch, when its kubeconfig and its own file are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_does_no_work() {
+    let c = Cluster::start().await;
+    c.set_slice("kubernetes", &[("127.0.0.2", true), ("127.0.0.3", true)])
+        .await;
+    let d = c.daemon("60");
+    let both = list(&["127.0.0.2", "127.0.0.3"]);
+    assert!(eventually(|| c.upstreams().as_deref() == Some(both.as_str())).await);
+    let inputs = [c.root.join("etc/kubernetes")];
+    let admin = d.admin.clone();
+    tokio::task::block_in_place(|| {
+        cpm_testing::idle::settle(&admin, "cpm_reconcile_total{");
+        let requests = c.server.requests().len();
+        cpm_testing::idle::assert_idle(&admin, "cpm_reconcile_total{", &inputs);
+        assert_eq!(
+            c.server.requests().len(),
+            requests,
+            "API requests while idle"
+        );
+    });
+}
