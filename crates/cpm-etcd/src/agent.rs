@@ -710,11 +710,15 @@ impl EtcdAgent {
         }
         let result = match (&departed, defrag) {
             (Some(departed), _) => {
-                let r = crate::departures::remove(departed, &current, creds).await;
-                if let (Ok(true), Some(m)) = (&r, &self.metrics) {
-                    m.changed("remove");
-                }
-                r.map(|_| ())
+                let metrics = self.metrics.clone();
+                let changed = |op: &'static str| {
+                    if let Some(m) = &metrics {
+                        m.changed(op);
+                    }
+                };
+                crate::departures::remove(departed, &current, creds, &changed)
+                    .await
+                    .map(|_| ())
             }
             (None, Some(member)) => {
                 let r = crate::defrag::run(&member, creds).await;

@@ -6,7 +6,7 @@
 //! | `cpm_etcd_is_leader` | gauge (1 when this node's member leads) | – |
 //! | `cpm_etcd_db_size_bytes` | gauge | – |
 //! | `cpm_etcd_quota_backend_bytes` | gauge | – |
-//! | `cpm_etcd_membership_changes_total` | counter | `op` (`add_learner`, `promote`, `remove`) |
+//! | `cpm_etcd_membership_changes_total` | counter | `op` (`add_learner`, `promote`, `remove`, `move_leader`, `update_peer_url`) |
 //! | `cpm_etcd_last_membership_change_timestamp_seconds` | gauge | – |
 //! | `cpm_etcd_backup_last_success_timestamp_seconds` | gauge (0: no success recorded) | `node` |
 //! | `cpm_etcd_backup_last_size_bytes` | gauge (size of the last successful backup) | `node` |

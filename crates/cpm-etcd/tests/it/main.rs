@@ -2,6 +2,7 @@
 //! (Debian's etcd 3.4, paths mapped under the node's root), a second pass changes nothing, a
 //! renewed certificate changes the checksum, and a silent rename is refused.
 
+mod leader;
 mod scale;
 
 use std::path::Path;
