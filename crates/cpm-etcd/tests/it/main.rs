@@ -4,6 +4,7 @@
 
 mod leader;
 mod scale;
+mod version;
 
 use std::path::Path;
 use std::process::{Command, Output};

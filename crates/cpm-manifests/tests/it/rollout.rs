@@ -186,7 +186,7 @@ fn etcd_manifest(tag: &str) -> String {
 }
 
 /// cpm-etcd's part, stood in: the etcd manifest of node `name` follows its record, by cpm-etcd's
-/// own choice of minor (`effective_minor`), direction (`etcd_move`) and tag (`etcd_tag`).
+/// own reading of it (`Record`), choice of minor and direction (`choose`) and tag (`etcd_tag`).
 fn etcd_follower(
     client: kube::Client,
     name: &'static str,
@@ -197,12 +197,11 @@ fn etcd_follower(
         let path = root.join("etc/kubernetes/manifests/etcd.yaml");
         loop {
             if let Ok(Some(o)) = api.get_opt(name).await {
-                let record = cpn::status_of(&o);
+                let record = cpm_etcd::record::Record::from_object(name, &o);
                 let running = image_tag(&std::fs::read_to_string(&path).unwrap_or_default());
-                let minor =
-                    cpm_etcd::agent::effective_minor(Some(&record), "1.32".parse().unwrap());
+                let (minor, how) =
+                    cpm_etcd::record::choose(&record, "1.32".parse().unwrap(), Some(&running));
                 let mapped = cpm_core::versions::lookup(minor).unwrap().etcd;
-                let how = cpm_etcd::agent::etcd_move(Some(&record));
                 let tag = cpm_core::versions::etcd_tag(mapped, Some(&running), how);
                 if tag != running {
                     cpm_core::apply::write_atomic(
