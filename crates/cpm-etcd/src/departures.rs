@@ -110,8 +110,10 @@ async fn statuses(ips: &[IpAddr], creds: &EtcdOptions) -> Vec<Seen> {
     out
 }
 
-/// How long the remaining members may take to follow a new leader after a MoveLeader.
-const LEADER_MOVE_PATIENCE: Duration = Duration::from_secs(15);
+/// How long the remaining members may take to follow a new leader after a MoveLeader (etcd
+/// answers MoveLeader once the transfer is done; this only covers the followers catching up,
+/// and keeps the whole removal well inside the membership Lease).
+const LEADER_MOVE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Removes `departed` (one member per call) if safe, moving leadership off it first when it
 /// leads. Returns whether it was removed; `changed` is told each change made (`move_leader`,
