@@ -78,10 +78,16 @@ pub enum EtcdMove {
     /// but never to an older minor (an older etcd minor cannot read a newer one's data without
     /// etcd's own downgrade procedure).
     UndoUpgrade,
+    /// Not at all: the tag that runs stays as it is, whatever the map says (nothing may tell
+    /// etcd where to go, such as an unreadable rollout record). With nothing running, the map.
+    Keep,
 }
 
 /// The etcd tag to run given the version map's `mapped` tag and the `running` one.
 pub fn etcd_tag<'a>(mapped: &'a str, running: Option<&'a str>, how: EtcdMove) -> &'a str {
+    if let (EtcdMove::Keep, Some(r)) = (how, running) {
+        return r;
+    }
     let (Some(r), Some(rv), Some(mv)) = (
         running,
         running.and_then(etcd_version),
@@ -92,6 +98,7 @@ pub fn etcd_tag<'a>(mapped: &'a str, running: Option<&'a str>, how: EtcdMove) ->
     let newer = match how {
         EtcdMove::Forward => rv > mv,
         EtcdMove::UndoUpgrade => rv[..2] > mv[..2],
+        EtcdMove::Keep => true,
     };
     if newer { r } else { mapped }
 }

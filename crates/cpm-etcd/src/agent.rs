@@ -11,15 +11,15 @@ use std::path::PathBuf;
 use cpm_core::apply::ApplyOptions;
 use cpm_core::cli::{CommonArgs, MissingFlag};
 use cpm_core::config::{ConfigError, ControlPlaneConfiguration, KubernetesMinor};
-use cpm_core::controlplanenode::{ControlPlaneNodeStatus, Phase};
 use cpm_core::fileset::{DesiredFile, FileSet};
 use cpm_core::reconcile::{Agent, Mode, PassError, PassOutcome, converge};
-use cpm_core::versions::EtcdMove;
+use cpm_core::versions::{EtcdMove, etcd_tag};
 
 use crate::manifest::{
     ClusterState, DATA_DIR, Inputs, MANIFEST, Peer, quota_bytes, referenced_files, render,
 };
 use crate::membership::{MembershipError, add_learner, cluster, promote};
+use crate::record::Record;
 
 /// The agent's name in logs and metrics.
 pub const AGENT: &str = "cpm-etcd";
@@ -174,41 +174,6 @@ impl EtcdAgent {
     }
 }
 
-/// The Kubernetes minor whose etcd this master runs: the `to` of a rollout under way on it, else
-/// the minor its record says it runs, else the configured one (no record, or one naming a minor
-/// outside the version map).
-pub fn effective_minor(
-    record: Option<&ControlPlaneNodeStatus>,
-    configured: KubernetesMinor,
-) -> KubernetesMinor {
-    let Some(s) = record else {
-        return configured;
-    };
-    let pick = if s.rollout.phase == Phase::InProgress {
-        &s.rollout.to
-    } else {
-        &s.version
-    };
-    pick.parse()
-        .ok()
-        .filter(|m| cpm_core::versions::lookup(*m).is_some())
-        .unwrap_or(configured)
-}
-
-/// How etcd may move this pass: back a patch release only to undo this master's failed upgrade
-/// step (its record says `Failed` moving up); otherwise only forward, so a Kubernetes downgrade
-/// keeps the etcd it has.
-pub fn etcd_move(record: Option<&ControlPlaneNodeStatus>) -> EtcdMove {
-    let Some(r) = record.map(|s| &s.rollout) else {
-        return EtcdMove::Forward;
-    };
-    let minor = |s: &str| s.parse::<KubernetesMinor>().ok();
-    match (r.phase, minor(&r.from), minor(&r.to)) {
-        (Phase::Failed, Some(from), Some(to)) if to > from => EtcdMove::UndoUpgrade,
-        _ => EtcdMove::Forward,
-    }
-}
-
 /// Whether a URL host is the localhost address a single-node install advertises (`localhost`,
 /// `127.0.0.1`, `::1`). Other 127/8 addresses are ordinary node addresses here (the tests' simulated
 /// masters live on them).
@@ -331,23 +296,6 @@ impl Agent for EtcdAgent {
 
     async fn pass(&mut self, mode: Mode) -> Result<PassOutcome, PassError> {
         let (mut config, this) = self.load_inputs().map_err(PassError::input)?;
-        let mut how = EtcdMove::Forward;
-        if let Some(k) = &self.kube {
-            // The minor this master is at, or moving to, per its rollout record (cpm-manifests
-            // serialises version changes across masters): etcd moves inside that step.
-            let record = match cpm_core::controlplanenode::api(k.clone())
-                .get_opt(&this.name)
-                .await
-            {
-                Ok(o) => o.map(|o| cpm_core::controlplanenode::status_of(&o)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no rollout record: etcd follows kubernetesVersion");
-                    None
-                }
-            };
-            config.kubernetes_version = effective_minor(record.as_ref(), config.kubernetes_version);
-            how = etcd_move(record.as_ref());
-        }
         let root = self.args.node_root();
         let read = |host: &str| -> Result<Option<Vec<u8>>, PassError> {
             let path = root.host(host).map_err(PassError::input)?;
@@ -358,6 +306,13 @@ impl Agent for EtcdAgent {
             }
         };
         let current = read(MANIFEST)?.map(|b| Current::parse(&String::from_utf8_lossy(&b)));
+        // The minor this master is at, or moving to, per its rollout record (cpm-manifests
+        // serialises version changes across masters): etcd moves only inside that step.
+        let record = Record::read(self.kube.as_ref(), &this.name).await;
+        let running = current.as_ref().and_then(|c| c.image_tag.as_deref());
+        self.report_record(&this.name, &record, config.kubernetes_version, running);
+        let (minor, how) = crate::record::choose(&record, config.kubernetes_version, running);
+        config.kubernetes_version = minor;
         let manifest_path = root.host(MANIFEST).map_err(PassError::input)?;
         let creds = etcd_credentials(&root).map_err(PassError::runtime)?;
         // The control-plane Nodes, listed once per pass: `None` without a client.
@@ -519,6 +474,43 @@ impl Agent for EtcdAgent {
 }
 
 impl EtcdAgent {
+    /// Makes the record's state visible: the `cpm_etcd_rollout_record_readable` gauge, and a
+    /// warning whenever etcd is kept although the record cannot be read, or although the
+    /// configuration asks another release and no record says to move.
+    fn report_record(
+        &self,
+        node: &str,
+        record: &Record,
+        configured: KubernetesMinor,
+        running: Option<&str>,
+    ) {
+        if let Some(m) = &self.metrics {
+            m.record_readable(record.readable());
+        }
+        let Some(tag) = running else {
+            if let Record::Unreadable(why) = record {
+                tracing::info!(node, reason = %why, %configured, "cannot read this master's ControlPlaneNode record: etcd starts at the configured minor (no etcd manifest yet)");
+            }
+            return;
+        };
+        // Whether the configuration alone would move etcd.
+        let held = cpm_core::versions::lookup(configured)
+            .is_some_and(|v| etcd_tag(v.etcd, Some(tag), EtcdMove::Forward) != tag);
+        match record {
+            Record::Says { .. } => {}
+            Record::Unreadable(why) => {
+                tracing::warn!(node, reason = %why, running = %tag, %configured, "cannot read this master's ControlPlaneNode record: etcd keeps the tag it runs");
+            }
+            Record::Absent if held => {
+                tracing::warn!(node, running = %tag, %configured, "no ControlPlaneNode record for this master yet (cpm-manifests creates it): etcd keeps the tag it runs");
+            }
+            Record::NoApi if held => {
+                tracing::warn!(node, running = %tag, %configured, "no --kubeconfig: etcd keeps the tag it runs, as a version change needs this master's rollout record");
+            }
+            Record::Absent | Record::NoApi => {}
+        }
+    }
+
     fn changed(&self, op: &str) {
         if let Some(m) = &self.metrics {
             m.changed(op);
@@ -710,11 +702,15 @@ impl EtcdAgent {
         }
         let result = match (&departed, defrag) {
             (Some(departed), _) => {
-                let r = crate::departures::remove(departed, &current, creds).await;
-                if let (Ok(true), Some(m)) = (&r, &self.metrics) {
-                    m.changed("remove");
-                }
-                r.map(|_| ())
+                let metrics = self.metrics.clone();
+                let changed = |op: &'static str| {
+                    if let Some(m) = &metrics {
+                        m.changed(op);
+                    }
+                };
+                crate::departures::remove(departed, &current, creds, &changed)
+                    .await
+                    .map(|_| ())
             }
             (None, Some(member)) => {
                 let r = crate::defrag::run(&member, creds).await;
@@ -727,68 +723,5 @@ impl EtcdAgent {
         };
         let _ = lease.release().await;
         result
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use cpm_core::controlplanenode::RolloutStatus;
-
-    use super::*;
-
-    fn m(s: &str) -> KubernetesMinor {
-        s.parse().expect("minor")
-    }
-
-    #[test]
-    fn etcd_follows_the_masters_rollout_record() {
-        let configured = m("1.34");
-        assert_eq!(effective_minor(None, configured), m("1.34"));
-        let mut s = ControlPlaneNodeStatus {
-            version: "1.32".into(),
-            ..ControlPlaneNodeStatus::default()
-        };
-        assert_eq!(
-            effective_minor(Some(&s), configured),
-            m("1.32"),
-            "waits for its turn"
-        );
-        s.rollout = RolloutStatus {
-            phase: Phase::InProgress,
-            from: "1.32".into(),
-            to: "1.33".into(),
-            ..RolloutStatus::default()
-        };
-        assert_eq!(
-            effective_minor(Some(&s), configured),
-            m("1.33"),
-            "moves in its step"
-        );
-        assert_eq!(etcd_move(Some(&s)), EtcdMove::Forward);
-        s.rollout.phase = Phase::Failed;
-        assert_eq!(
-            effective_minor(Some(&s), configured),
-            m("1.32"),
-            "back with the restored master"
-        );
-        assert_eq!(
-            etcd_move(Some(&s)),
-            EtcdMove::UndoUpgrade,
-            "a failed upgrade may take etcd back a patch"
-        );
-        s.rollout.from = "1.34".into();
-        assert_eq!(
-            etcd_move(Some(&s)),
-            EtcdMove::Forward,
-            "a failed downgrade never moved etcd back"
-        );
-        assert_eq!(etcd_move(None), EtcdMove::Forward);
-        s.rollout.from = "1.32".into();
-        s.version = "1.99".into();
-        assert_eq!(
-            effective_minor(Some(&s), configured),
-            m("1.34"),
-            "unknown minor"
-        );
     }
 }

@@ -81,26 +81,48 @@ impl Departures {
     }
 }
 
-/// How many of the members on `ips` answer a status request, and the leader id they report.
-async fn health(ips: &[IpAddr], creds: &EtcdOptions) -> (usize, Option<u64>) {
-    let mut healthy = 0;
-    let mut leader = None;
-    for ip in ips {
-        if let Ok(mut c) = cluster(std::slice::from_ref(ip), creds).await
-            && let Ok(s) = c.status().await
-        {
-            healthy += 1;
-            leader = Some(s.leader());
-        }
-    }
-    (healthy, leader)
+/// What a member's endpoint answered to a status request: its own id and the leader it follows
+/// (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    member: u64,
+    leader: u64,
 }
 
-/// Removes `departed` (one member per call) if safe. Returns whether it was removed.
+/// The status of the member on `ip`, or `None` when it does not answer.
+async fn status(ip: IpAddr, creds: &EtcdOptions) -> Option<Seen> {
+    let mut c = cluster(&[ip], creds).await.ok()?;
+    let s = c.status().await.ok()?;
+    Some(Seen {
+        member: s.header()?.member_id(),
+        leader: s.leader(),
+    })
+}
+
+/// The status of each member on `ips` that answers.
+async fn statuses(ips: &[IpAddr], creds: &EtcdOptions) -> Vec<Seen> {
+    let mut out = Vec::new();
+    for ip in ips {
+        if let Some(s) = status(*ip, creds).await {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// How long the remaining members may take to follow a new leader after a MoveLeader (etcd
+/// answers MoveLeader once the transfer is done; this only covers the followers catching up,
+/// and keeps the whole removal well inside the membership Lease).
+const LEADER_MOVE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Removes `departed` (one member per call) if safe, moving leadership off it first when it
+/// leads. Returns whether it was removed; `changed` is told each change made (`move_leader`,
+/// `remove`).
 pub async fn remove(
     departed: &Member,
     current: &[Member],
     creds: &EtcdOptions,
+    changed: &dyn Fn(&'static str),
 ) -> Result<bool, MembershipError> {
     let remaining: Vec<&Member> = current
         .iter()
@@ -111,24 +133,29 @@ pub async fn remove(
         return Ok(false);
     }
     let ips: Vec<IpAddr> = remaining.iter().filter_map(|m| member_ip(m)).collect();
-    let (healthy, leader) = health(&ips, creds).await;
+    let seen = statuses(&ips, creds).await;
+    let healthy = seen.len();
     let quorum = remaining.len() / 2 + 1;
     if healthy < quorum {
         warn!(member = %departed.name, healthy, needed = quorum, "not removing an etcd member: the remaining members lack a healthy quorum");
         return Ok(false);
     }
-    let mut client = cluster(&ips, creds).await?;
-    if leader == Some(departed.id) {
-        let to = remaining[0].id;
-        client
-            .move_leader(to)
-            .await
-            .map_err(|source| MembershipError::Request {
-                op: "move leader",
-                source,
-            })?;
-        info!(from = %departed.name, to = %remaining[0].name, reason = "leader is departing", "moved etcd leadership");
+    if seen.iter().any(|s| s.leader == 0) {
+        warn!(member = %departed.name, "not removing an etcd member: the remaining members have no leader now (an election is under way)");
+        return Ok(false);
     }
+    if seen.iter().any(|s| s.leader == departed.id) {
+        // A healthy remaining voter takes over.
+        let Some(to) = remaining
+            .iter()
+            .find(|m| seen.iter().any(|s| s.member == m.id))
+        else {
+            return Ok(false);
+        };
+        move_leader(departed, to, &ips, quorum, creds).await?;
+        changed("move_leader");
+    }
+    let mut client = cluster(&ips, creds).await?;
     client
         .member_remove(departed.id)
         .await
@@ -137,7 +164,51 @@ pub async fn remove(
             source,
         })?;
     info!(member = %departed.name, id = departed.id, reason = "its master is gone", "removed etcd member");
+    changed("remove");
     Ok(true)
+}
+
+/// Moves leadership from `leader` (the departing member) to `to`. etcd accepts MoveLeader only
+/// on the leader itself, so the request goes to the leader's own endpoint; then at least `quorum`
+/// of the members on `remaining` must answer, all following a leader other than the departing
+/// one.
+async fn move_leader(
+    leader: &Member,
+    to: &Member,
+    remaining: &[IpAddr],
+    quorum: usize,
+    creds: &EtcdOptions,
+) -> Result<(), MembershipError> {
+    let ip = member_ip(leader).ok_or_else(|| {
+        MembershipError::Refused(format!(
+            "cannot move etcd leadership off {}: its peer URLs {:?} name no IP",
+            leader.name, leader.peer_urls
+        ))
+    })?;
+    let mut client = cluster(&[ip], creds).await?;
+    client
+        .move_leader(to.id)
+        .await
+        .map_err(|source| MembershipError::Request {
+            op: "move leader",
+            source,
+        })?;
+    let deadline = Instant::now() + LEADER_MOVE_PATIENCE;
+    loop {
+        let seen = statuses(remaining, creds).await;
+        if seen.len() >= quorum && seen.iter().all(|s| s.leader != 0 && s.leader != leader.id) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(MembershipError::Refused(format!(
+                "etcd leadership was moved from {} to {}, but a quorum of the remaining members does not follow a new leader after {LEADER_MOVE_PATIENCE:?}; not removing {} yet",
+                leader.name, to.name, leader.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    info!(from = %leader.name, to = %to.name, reason = "leader is departing", "moved etcd leadership");
+    Ok(())
 }
 
 /// The members, read through `ips`.

@@ -11,6 +11,7 @@ pub mod departures;
 pub mod manifest;
 pub mod membership;
 pub mod metrics;
+pub mod record;
 
 use std::net::SocketAddr;
 use std::path::Path;

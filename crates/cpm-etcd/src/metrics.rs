@@ -6,8 +6,9 @@
 //! | `cpm_etcd_is_leader` | gauge (1 when this node's member leads) | – |
 //! | `cpm_etcd_db_size_bytes` | gauge | – |
 //! | `cpm_etcd_quota_backend_bytes` | gauge | – |
-//! | `cpm_etcd_membership_changes_total` | counter | `op` (`add_learner`, `promote`, `remove`) |
+//! | `cpm_etcd_membership_changes_total` | counter | `op` (`add_learner`, `promote`, `remove`, `move_leader`, `update_peer_url`) |
 //! | `cpm_etcd_last_membership_change_timestamp_seconds` | gauge | – |
+//! | `cpm_etcd_rollout_record_readable` | gauge (1: this master's ControlPlaneNode was read, present or absent; 0: not: etcd keeps the tag it runs) | – |
 //! | `cpm_etcd_backup_last_success_timestamp_seconds` | gauge (0: no success recorded) | `node` |
 //! | `cpm_etcd_backup_last_size_bytes` | gauge (size of the last successful backup) | `node` |
 //! | `cpm_etcd_backup_last_failure_timestamp_seconds` | gauge (0: no failure recorded) | `node` |
@@ -49,6 +50,7 @@ pub struct EtcdMetrics {
     quota: Gauge,
     changes: Family<OpLabel, Counter>,
     last_change: Gauge,
+    record_readable: Gauge,
 }
 
 impl EtcdMetrics {
@@ -85,7 +87,17 @@ impl EtcdMetrics {
             "Unix time of the last membership change by cpm",
             m.last_change.clone(),
         );
+        registry.register(
+            "cpm_etcd_rollout_record_readable",
+            "1 when the last pass read this master's ControlPlaneNode record (present or absent); 0 when it could not (no --kubeconfig, an API error, the CRD missing, no supported minor in it): etcd then keeps the tag it runs",
+            m.record_readable.clone(),
+        );
         m
+    }
+
+    /// Records whether this pass could read the master's rollout record.
+    pub fn record_readable(&self, readable: bool) {
+        self.record_readable.set(i64::from(readable));
     }
 
     /// Records the cluster as this member sees it.

@@ -213,8 +213,11 @@ impl ManifestsAgent {
         }
     }
 
-    /// The minor this pass renders: the configured one without a cluster client; with one, what
-    /// the rollout decides (the node's current minor when the cluster cannot tell).
+    /// The minor this pass renders: with a cluster client, what the rollout decides (the node's
+    /// current minor when the cluster cannot tell); without one, the node's current minor (a
+    /// version change needs the API to serialise it across masters), or the configured one on
+    /// a fresh node. A version change refused for want of the API sets
+    /// `cpm_rollout_version_held`.
     async fn version_for_pass(
         &mut self,
         root: &NodeRoot,
@@ -223,8 +226,33 @@ impl ManifestsAgent {
         mode: Mode,
     ) -> Result<(KubernetesMinor, Option<Prepared>), PassError> {
         let target = cfg.kubernetes_version;
+        let (version, prepared) = self.rollout_version(root, cfg, on_disk, mode).await?;
+        let held = prepared.is_none() && on_disk.is_some() && version != target;
+        if let Some(m) = &self.metrics {
+            m.version_held(held);
+        }
+        Ok((version, prepared))
+    }
+
+    /// See [`Self::version_for_pass`].
+    async fn rollout_version(
+        &mut self,
+        root: &NodeRoot,
+        cfg: &ControlPlaneConfiguration,
+        on_disk: Option<KubernetesMinor>,
+        mode: Mode,
+    ) -> Result<(KubernetesMinor, Option<Prepared>), PassError> {
+        let target = cfg.kubernetes_version;
         let Some(client) = self.client.clone() else {
-            return Ok((target, None));
+            // No Lease, no ControlPlaneNode records: nothing would stop every master from
+            // moving at once.
+            return Ok(match on_disk {
+                Some(running) if running != target => {
+                    warn!(%running, configured = %target, "no --kubeconfig: refusing to move this master to another minor, as only a rollout through the API moves masters one at a time; it keeps the minor it runs");
+                    (running, None)
+                }
+                _ => (target, None),
+            });
         };
         let current = on_disk.unwrap_or(target);
         let node = match self.args.node_name() {

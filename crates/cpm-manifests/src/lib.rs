@@ -117,7 +117,7 @@ pub async fn run(cli: Cli) -> Code {
     };
     if client.is_none() {
         info!(
-            "no --kubeconfig: etcd members and scheduler extenders are kept as the node has them"
+            "no --kubeconfig: etcd members, scheduler extenders and the Kubernetes minor are kept as the node has them"
         );
     }
     let mut registry = Registry::default();

@@ -6,6 +6,7 @@
 //! | `cpm_static_pod_held_back` | gauge (1 while a failed manifest is held back) | `component` |
 //! | `cpm_scheduler_webhooks` | gauge | `state` (`rendered`, `rejected`) |
 //! | `cpm_rollout_failed` | gauge (1 while this master's last version rollout failed) | `node` |
+//! | `cpm_rollout_version_held` | gauge (1 while `kubernetesVersion` asks another minor than this master runs and no API can serialise the move) | – |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +37,7 @@ pub struct ManifestMetrics {
     rollbacks: Family<ComponentLabel, Counter>,
     held_back: Family<ComponentLabel, Gauge>,
     rollout_failed: Family<NodeLabel, Gauge>,
+    version_held: Gauge,
     /// Scheduler webhook states.
     pub webhooks: SchedulerWebhookMetrics,
 }
@@ -47,6 +49,7 @@ impl ManifestMetrics {
             rollbacks: Family::default(),
             held_back: Family::default(),
             rollout_failed: Family::default(),
+            version_held: Gauge::default(),
             webhooks: SchedulerWebhookMetrics::register(registry),
         };
         registry.register(
@@ -64,7 +67,17 @@ impl ManifestMetrics {
             "1 while this master's last version rollout failed (rolled back; the rollout is halted)",
             m.rollout_failed.clone(),
         );
+        registry.register(
+            "cpm_rollout_version_held",
+            "1 while kubernetesVersion asks another minor than this master runs and the move is refused because no API can serialise it (no --kubeconfig, or the rollout state cannot be read)",
+            m.version_held.clone(),
+        );
         m
+    }
+
+    /// Sets whether a version change is refused for want of an API to serialise it.
+    pub fn version_held(&self, held: bool) {
+        self.version_held.set(i64::from(held));
     }
 
     /// Sets whether the last rollout of `node` failed.

@@ -49,3 +49,17 @@ fn etcd_only_moves_forward_except_to_undo_a_failed_upgrade_within_its_minor() {
     assert_eq!(etcd_tag("3.5.21-0", Some("latest"), Forward), "3.5.21-0");
     assert_eq!(etcd_tag("3.5.21-0", Some("3.5"), UndoUpgrade), "3.5.21-0");
 }
+
+#[test]
+fn keep_leaves_the_running_tag_as_it_is() {
+    use EtcdMove::Keep;
+    for (mapped, running) in [
+        ("3.6.4-0", "3.5.16-0"),
+        ("3.5.16-0", "3.5.21-0"),
+        ("3.5.21-0", "3.5.12-0"),
+        ("3.5.21-0", "latest"),
+    ] {
+        assert_eq!(etcd_tag(mapped, Some(running), Keep), running);
+    }
+    assert_eq!(etcd_tag("3.6.4-0", None, Keep), "3.6.4-0", "nothing runs");
+}

@@ -3,7 +3,9 @@
 //! renewed certificate changes the checksum, and a silent rename is refused.
 
 mod idle;
+mod leader;
 mod scale;
+mod version;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -20,13 +20,13 @@ use cpm_testing::root::FakeRoot;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
-struct Master {
-    name: String,
-    ip: String,
-    root: FakeRoot,
+pub(crate) struct Master {
+    pub(crate) name: String,
+    pub(crate) ip: String,
+    pub(crate) root: FakeRoot,
 }
 
-fn agent(m: &Master, config: &std::path::Path, kube: kube::Client) -> EtcdAgent {
+pub(crate) fn agent(m: &Master, config: &std::path::Path, kube: kube::Client) -> EtcdAgent {
     let cli = cpm_etcd::Cli::try_parse_from([
         "cpm-etcd",
         "--root",
@@ -46,16 +46,16 @@ fn agent(m: &Master, config: &std::path::Path, kube: kube::Client) -> EtcdAgent 
 
 /// Three masters on `<prefix>.1`–`.3` with etcd certificates from one bundle, a config, and a
 /// test API server (no Node registered yet).
-struct ThreeMasters {
+pub(crate) struct ThreeMasters {
     _inputs: tempfile::TempDir,
-    config: std::path::PathBuf,
-    masters: Vec<Master>,
+    pub(crate) config: std::path::PathBuf,
+    pub(crate) masters: Vec<Master>,
     _server: ApiServer,
-    kube: kube::Client,
-    nodes: Api<Node>,
+    pub(crate) kube: kube::Client,
+    pub(crate) nodes: Api<Node>,
 }
 
-async fn three_masters(prefix: &str) -> ThreeMasters {
+pub(crate) async fn three_masters(prefix: &str) -> ThreeMasters {
     let inputs = tempfile::tempdir().unwrap();
     let bundle = ca_bundle(&inputs.path().join("pki"), KeyAlgorithm::EcdsaP256);
     let config = inputs.path().join("config.yaml");
@@ -84,12 +84,12 @@ async fn three_masters(prefix: &str) -> ThreeMasters {
     }
 }
 
-async fn register(api: &Api<Node>, m: &Master) {
+pub(crate) async fn register(api: &Api<Node>, m: &Master) {
     let node = cpm_testing::fixtures::control_plane_node(&m.name, &m.ip);
     api.create(&Default::default(), &node).await.unwrap();
 }
 
-fn creds(m: &Master, endpoints: Vec<String>) -> EtcdOptions {
+pub(crate) fn creds(m: &Master, endpoints: Vec<String>) -> EtcdOptions {
     let pki = m.root.join("etc/kubernetes/pki/etcd");
     EtcdOptions {
         endpoints,
@@ -103,7 +103,7 @@ fn creds(m: &Master, endpoints: Vec<String>) -> EtcdOptions {
 
 /// Runs passes until one succeeds, as the daemon's backoff would, while etcd answers "unhealthy
 /// cluster" (its strict reconfiguration check right after a member (re)started).
-async fn pass_until_ok(a: &mut EtcdAgent) {
+pub(crate) async fn pass_until_ok(a: &mut EtcdAgent) {
     for _ in 0..100 {
         match a.pass(Mode::Apply).await {
             Ok(_) => return,

@@ -302,3 +302,100 @@ async fn a_component_that_never_becomes_healthy_is_rolled_back_and_held() {
     agent.pass(Mode::Apply).await.unwrap();
     assert!(node.read(manifest).contains("--max-requests-inflight=900"));
 }
+
+/// `kubernetesVersion` of `node`'s configuration set to `version`.
+fn set_version(node: &Node, version: &str) {
+    let text = cpm_testing::fixtures::config_yaml("").replace(
+        "kubernetesVersion: \"1.33\"",
+        &format!("kubernetesVersion: \"{version}\""),
+    );
+    cpm_core::apply::write_atomic(&node.config, text.as_bytes(), 0o600, None, None).unwrap();
+}
+
+fn apiserver_image(node: &Node) -> String {
+    node.read("/etc/kubernetes/manifests/kube-apiserver.yaml")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_api_a_rendered_master_keeps_its_minor() {
+    let node = Node::new("");
+    set_version(&node, "1.32");
+    let out = node.run(&["--once", "--health-timeout-seconds", "0"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        apiserver_image(&node),
+        "registry.k8s.io/kube-apiserver:v1.32.9"
+    );
+    let before = node.root.entries();
+
+    // 1.34 asked with no API to take the rollout Lease: refused, the master stays at 1.32.
+    set_version(&node, "1.34");
+    let out = node.run(&["--once", "--health-timeout-seconds", "0"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WARN")
+            && stderr(&out)
+                .contains("no --kubeconfig: refusing to move this master to another minor")
+            && stderr(&out).contains("running=1.32 configured=1.34"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node.root.entries(), before, "nothing moved");
+    let out = node.run(&["--check"]);
+    assert_eq!((code(&out), stdout(&out)), (0, String::new()));
+
+    // An API that cannot be read does not move it either.
+    let server = cpm_testing::apiserver::ApiServer::start().await.unwrap();
+    let kubeconfig = node._inputs.path().join("closed.conf");
+    let yaml = server
+        .kubeconfig_yaml(&cpm_testing::apiserver::Identity::Cert(
+            cpm_testing::apiserver::UserInfo::new("admin", &["system:masters"]),
+        ))
+        .unwrap();
+    drop(server);
+    cpm_core::apply::write_atomic(&kubeconfig, yaml.as_bytes(), 0o600, None, None).unwrap();
+    let out = node.run(&[
+        "--once",
+        "--health-timeout-seconds",
+        "0",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        apiserver_image(&node),
+        "registry.k8s.io/kube-apiserver:v1.32.9"
+    );
+
+    // The refusal is a metric while it lasts.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = cpm_manifests::metrics::ManifestMetrics::register(&mut registry);
+    let cli = cpm_manifests::Cli::try_parse_from(node.args(&[])).unwrap();
+    let mut agent = ManifestsAgent::new(cli.common, Some(metrics), None);
+    agent.gate_timeout = Duration::ZERO;
+    agent.pass(Mode::Apply).await.unwrap();
+    let text = cpm_core::metrics::encode(&registry);
+    assert!(text.contains("cpm_rollout_version_held 1\n"), "{text}");
+    assert_eq!(
+        apiserver_image(&node),
+        "registry.k8s.io/kube-apiserver:v1.32.9"
+    );
+    set_version(&node, "1.32");
+    agent.pass(Mode::Apply).await.unwrap();
+    let text = cpm_core::metrics::encode(&registry);
+    assert!(text.contains("cpm_rollout_version_held 0\n"), "{text}");
+
+    // A fresh node with nothing rendered renders the configured minor.
+    let fresh = Node::new("");
+    set_version(&fresh, "1.34");
+    let out = fresh.run(&["--once", "--health-timeout-seconds", "0"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        apiserver_image(&fresh),
+        "registry.k8s.io/kube-apiserver:v1.34.1"
+    );
+}

@@ -46,8 +46,8 @@ struct Change {
 }
 
 type Log = Arc<Mutex<Vec<Change>>>;
-/// (node, image tag) pairs whose components never become ready; on another list, (node, image)
-/// pairs the node's kubelet cannot pull.
+/// (node, image tag) pairs whose components never become ready (`<component>:<tag>` for one
+/// component only); on another list, (node, image) pairs the node's kubelet cannot pull.
 type Broken = Arc<Mutex<Vec<(String, String)>>>;
 /// When each node's image-holder pod was first all running, and with which images.
 type Pulled = Arc<Mutex<Vec<(Instant, String, Vec<String>)>>>;
@@ -169,6 +169,15 @@ async fn hold_images(holders: &Api<Pod>, name: &str, unpullable: &Broken, pulled
     }
 }
 
+/// Whether `component` at `tag` on node `name` is broken (never ready).
+fn is_broken(broken: &Broken, name: &str, component: &str, tag: &str) -> bool {
+    broken
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(n, t)| n == name && (t == tag || *t == format!("{component}:{tag}")))
+}
+
 /// The manifest of the etcd stand-in at `tag`.
 fn etcd_manifest(tag: &str) -> String {
     format!(
@@ -177,7 +186,7 @@ fn etcd_manifest(tag: &str) -> String {
 }
 
 /// cpm-etcd's part, stood in: the etcd manifest of node `name` follows its record, by cpm-etcd's
-/// own choice of minor (`effective_minor`), direction (`etcd_move`) and tag (`etcd_tag`).
+/// own reading of it (`Record`), choice of minor and direction (`choose`) and tag (`etcd_tag`).
 fn etcd_follower(
     client: kube::Client,
     name: &'static str,
@@ -188,12 +197,11 @@ fn etcd_follower(
         let path = root.join("etc/kubernetes/manifests/etcd.yaml");
         loop {
             if let Ok(Some(o)) = api.get_opt(name).await {
-                let record = cpn::status_of(&o);
+                let record = cpm_etcd::record::Record::from_object(name, &o);
                 let running = image_tag(&std::fs::read_to_string(&path).unwrap_or_default());
-                let minor =
-                    cpm_etcd::agent::effective_minor(Some(&record), "1.32".parse().unwrap());
+                let (minor, how) =
+                    cpm_etcd::record::choose(&record, "1.32".parse().unwrap(), Some(&running));
                 let mapped = cpm_core::versions::lookup(minor).unwrap().etcd;
-                let how = cpm_etcd::agent::etcd_move(Some(&record));
                 let tag = cpm_core::versions::etcd_tag(mapped, Some(&running), how);
                 if tag != running {
                     cpm_core::apply::write_atomic(
@@ -236,11 +244,7 @@ fn kubelet(
                 };
                 let tag = image_tag(&text);
                 let sum = tag_of(&text, "cpm.dev/config-checksum: ");
-                let ready = !broken
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|(n, t)| n == name && *t == tag);
+                let ready = !is_broken(&broken, name, c, &tag);
                 let state = (tag.clone(), sum.clone(), ready);
                 if seen.get(c) == Some(&state) {
                     continue;
@@ -306,12 +310,7 @@ async fn stub(
                 )
                 .unwrap_or_default();
                 let tag = image_tag(&text);
-                let ready = !tag.is_empty()
-                    && !broken
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .any(|(n, t)| n == name && *t == tag);
+                let ready = !tag.is_empty() && !is_broken(&broken, name, component, &tag);
                 let (status, body) = match (what, ready) {
                     ("version", true) => (200, format!("{{\"gitVersion\":\"{tag}\"}}")),
                     (_, true) => (200, "ok".to_string()),
@@ -844,6 +843,87 @@ async fn a_master_that_never_gets_ready_is_rolled_back_and_halts_the_rollout() {
         "{text}"
     );
     cluster.check_log();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_later_component_failing_restores_every_manifest_of_the_step() {
+    let cluster = Cluster::start("1.32").await;
+    let mut agents: Vec<ManifestsAgent> = (0..3).map(|i| cluster.agent(i)).collect();
+    for a in &mut agents {
+        a.pass(Mode::Apply).await.unwrap();
+    }
+    cluster.settle().await;
+    let root = &cluster.masters[0].fixture.root;
+    let manifests = |root: &cpm_testing::root::FakeRoot| -> BTreeMap<String, (u32, String)> {
+        root.entries()
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("etc/kubernetes/manifests/"))
+            .map(|(p, e)| (p, (e.mode, e.digest)))
+            .collect()
+    };
+    let before = manifests(root);
+    assert_eq!(before.len(), 4, "{before:?}");
+    // master-1's scheduler never gets ready at 1.33; etcd, the apiserver and the
+    // controller-manager do, so they have moved when the scheduler's gate fails.
+    cluster
+        .broken
+        .lock()
+        .unwrap()
+        .push(("master-1".into(), "kube-scheduler:v1.33.5".into()));
+    cluster.set_version("1.33");
+    let mark = cluster.log.lock().unwrap().len();
+    let mut failed = None;
+    for _ in 0..5 {
+        if let Err(e) = agents[0].pass(Mode::Apply).await {
+            failed = Some(cpm_core::exit::chain(&e));
+            break;
+        }
+        cluster.settle().await;
+    }
+    let text = failed.expect("master-1's step failed");
+    assert!(text.contains("kube-scheduler not healthy"), "{text}");
+    let moved: Vec<(&str, String)> = cluster.log.lock().unwrap()[mark..]
+        .iter()
+        .filter(|c| c.node == "master-1")
+        .map(|c| (c.component, c.tag.clone()))
+        .collect();
+    for want in [
+        ("etcd", "3.5.21-0"),
+        ("kube-apiserver", "v1.33.5"),
+        ("kube-controller-manager", "v1.33.5"),
+        ("kube-scheduler", "v1.33.5"),
+    ] {
+        assert!(
+            moved.contains(&(want.0, want.1.to_string())),
+            "{want:?} was written before the scheduler failed: {moved:?}"
+        );
+    }
+    // Every manifest is back as it was, byte for byte: the three cpm-manifests wrote (from the
+    // step's backup) and etcd's (cpm-etcd, here its stand-in, undoes its patch step once the
+    // record says Failed).
+    let mut after = manifests(root);
+    for _ in 0..200 {
+        if after == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        after = manifests(root);
+    }
+    assert_eq!(after, before, "every manifest restored");
+    assert_eq!(cluster.apiserver_tag(0), "v1.32.9");
+    let s = cluster.status(0).await;
+    assert_eq!(
+        (s.rollout.phase, s.version.as_str()),
+        (Phase::Failed, "1.32")
+    );
+    assert!(
+        s.rollout
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("kube-scheduler not healthy"),
+        "{s:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
