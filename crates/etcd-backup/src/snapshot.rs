@@ -1,6 +1,6 @@
 //! `etcd-backup snapshot`: the free-space check, the snapshot streamed to a hidden temp file in
 //! the backup directory (constant memory, optionally zstd-compressed on the way), the trailer
-//! verified, fsync, rename, sidecar, status file, and only then retention.
+//! verified, fsync, rename, sidecar, retention, and only then the status file.
 
 use std::io::IsTerminal;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cpm_core::apply::write_atomic;
-use cpm_core::backup_status::{self, BackupStatus, Failure, Success};
+use cpm_core::backup_status::{self, BackupStatus, Failure, LISTED_NAMES, Retention, Success};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::PrimitiveDateTime;
@@ -18,7 +18,10 @@ use tracing::{info, warn};
 
 use crate::BackupError;
 use crate::retention::Policy;
-use crate::store::{BackupName, Compression, IoError, Sidecar, TEMP_PREFIX, prune, sync_dir};
+use crate::store::{
+    BackupName, Compression, IoError, PrunePlan, Sidecar, TEMP_PREFIX, apply_prune, plan_prune,
+    sync_dir,
+};
 use crate::trailer::{TrailerHasher, hex};
 
 /// How long the stream may go without a message before the snapshot is abandoned.
@@ -306,6 +309,34 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         let _ = std::fs::remove_file(&final_path);
         return Err(e);
     }
+    info!(file = %final_path.display(), revision, size, snapshot_size = checked.size, "snapshot written and verified");
+
+    let plan = plan_prune(
+        dir,
+        &opts.node,
+        &opts.policy,
+        &name,
+        utc(OffsetDateTime::now_utc()),
+    )?;
+    report_ignored(&plan);
+    #[cfg(feature = "fault-injection")]
+    if let (Some(crate::fault::Fault::RemoveError), Some(first)) =
+        (opts.fault(), plan.delete.first())
+    {
+        return Err(
+            IoError::on("remove old backup", &dir.join(first))(std::io::Error::other(
+                "injected remove failure (CPM_ETCD_BACKUP_FAULT)",
+            ))
+            .into(),
+        );
+    }
+    let pruned = apply_prune(dir, &plan)?;
+    for p in &pruned {
+        info!(file = %p, "old backup removed");
+    }
+    // Success is recorded only now, and only for a backup that is still there.
+    let stored = std::fs::symlink_metadata(&final_path)
+        .map_err(IoError::on("stat the new backup", &final_path))?;
     let done = OffsetDateTime::now_utc();
     let mut status_file = read_status(dir);
     status_file.last_success = Some(Success {
@@ -313,21 +344,56 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         timestamp_seconds: done.unix_timestamp(),
         file: name.file_name(),
         revision,
-        size_bytes: size,
+        size_bytes: stored.len(),
         duration_seconds: sidecar.duration_seconds,
     });
+    status_file.last_retention = Some(retention_status(&plan, pruned.len(), done));
     let status_path = dir.join(backup_status::FILE_NAME);
     backup_status::write(&status_path, &status_file)?;
-    info!(file = %final_path.display(), revision, size, snapshot_size = checked.size, "snapshot written and verified");
-    let pruned = prune(dir, &opts.node, &opts.policy)?;
-    for p in &pruned {
-        info!(file = %p, "old backup removed");
-    }
     Ok(Outcome {
         path: final_path,
         sidecar,
         pruned,
     })
+}
+
+/// A UTC date-time without offset, as in backup names.
+fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+/// Logs, once each, the files retention neither counts nor deletes.
+fn report_ignored(plan: &PrunePlan) {
+    for f in &plan.future {
+        warn!(
+            file = %f,
+            skew_seconds = crate::retention::FUTURE_SKEW.whole_seconds(),
+            "named as this node's backup but dated in the future: not counted, not deleted"
+        );
+    }
+    for (f, why) in &plan.unverified {
+        warn!(file = %f, reason = %why, "named as this node's backup but not verified: not counted, not deleted");
+    }
+}
+
+/// The status file's record of one retention run.
+fn retention_status(plan: &PrunePlan, deleted: usize, at: OffsetDateTime) -> Retention {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Retention {
+        timestamp_seconds: at.unix_timestamp(),
+        kept: count(plan.keep.len()),
+        deleted: count(deleted),
+        future_count: count(plan.future.len()),
+        future_files: plan.future.iter().take(LISTED_NAMES).cloned().collect(),
+        unverified_count: count(plan.unverified.len()),
+        unverified_files: plan
+            .unverified
+            .iter()
+            .take(LISTED_NAMES)
+            .map(|(f, _)| f.clone())
+            .collect(),
+    }
 }
 
 /// Records a failed attempt in the status file (best effort: a warning when that fails too,

@@ -25,6 +25,8 @@ use etcd_client::{Client, GetOptions};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod retention;
+
 const NODE: &str = "master-1";
 
 struct Node {
@@ -562,12 +564,33 @@ async fn retention_keeps_the_newest_three_and_touches_nothing_else() -> anyhow::
     Ok(())
 }
 
-/// Writes a fake backup of this node (and its sidecar) with the given UTC time and revision.
+/// Writes a stand-in backup of this node with the given UTC time and revision, and a sidecar
+/// that matches it (size and sha256), so retention counts it as verified.
 fn fake_backup(dir: &Path, time: &str, rev: u32) -> String {
     let name = format!("etcd-{NODE}-{time}Z-rev{rev}.db");
-    cpm_core::apply::write_atomic(&dir.join(&name), b"old", 0o600, None, None).expect("write");
-    cpm_core::apply::write_atomic(&dir.join(format!("{name}.json")), b"{}", 0o644, None, None)
+    let bytes = format!("stand-in for {name}");
+    cpm_core::apply::write_atomic(&dir.join(&name), bytes.as_bytes(), 0o600, None, None)
         .expect("write");
+    let sidecar = serde_json::json!({
+        "file": name,
+        "node": NODE,
+        "created": format!("{time}Z"),
+        "revision": rev,
+        "sha256": sha256_hex(&dir.join(&name)),
+        "size": bytes.len(),
+        "compression": "none",
+        "etcdVersion": "3.4.23",
+        "memberId": "1",
+        "durationSeconds": 0.1,
+    });
+    cpm_core::apply::write_atomic(
+        &dir.join(format!("{name}.json")),
+        sidecar.to_string().as_bytes(),
+        0o644,
+        None,
+        None,
+    )
+    .expect("write");
     name
 }
 
