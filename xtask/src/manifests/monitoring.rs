@@ -153,6 +153,15 @@ pub fn rules(backup_schedule: &str) -> RuleFile {
                     backup_max_age / 3600
                 ),
             ),
+            alert(
+                "CpmEtcdBackupFilesIgnored",
+                "cpm_etcd_backup_ignored_files > 0",
+                "1h",
+                "warning",
+                "etcd-backup-files-ignored",
+                "Files in the etcd backup directory that retention ignores",
+                "{{ $value }} file(s) named as etcd backups of {{ $labels.node }} are ignored by retention ({{ $labels.reason }}): neither counted toward the kept backups nor deleted.",
+            ),
         ],
     };
     let control_plane = RuleGroup {
