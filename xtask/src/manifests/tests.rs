@@ -540,7 +540,7 @@ const COMMITTED_RULES: &str = "../../manifests/monitoring/cpm-rules.yaml";
 
 #[test]
 fn every_alert_has_firing_and_quiet_promtool_cases() {
-    let rules = monitoring::rules("0 */6 * * *");
+    let rules = monitoring::rules("0 */6 * * *").unwrap();
     let text = std::fs::read_to_string(workspace_root().join(PROMTOOL_TESTS)).unwrap();
     let tests: Value = serde_saphyr::from_str(&text).unwrap();
     let mut firing = BTreeSet::new();
@@ -603,18 +603,37 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     );
 }
 
-#[test]
-fn backup_age_threshold_is_twice_the_schedule() {
-    assert_eq!(monitoring::schedule_period_seconds("0 */6 * * *"), 6 * 3600);
-    assert_eq!(monitoring::schedule_period_seconds("30 2 * * *"), 86400);
-    assert_eq!(monitoring::schedule_period_seconds("*/15 * * * *"), 900);
-    assert_eq!(monitoring::schedule_period_seconds("0 0 * * 1"), 86400);
-    let rules = monitoring::rules("0 */6 * * *");
-    let backup = rules
+fn backup_alert(schedule: &str) -> monitoring::Alert {
+    monitoring::rules(schedule)
+        .unwrap()
         .groups
-        .iter()
-        .flat_map(|g| &g.rules)
+        .into_iter()
+        .flat_map(|g| g.rules)
         .find(|r| r.alert == "CpmEtcdBackupTooOld")
-        .unwrap();
-    assert!(backup.expr.ends_with("> 43200"), "{}", backup.expr);
+        .unwrap()
+}
+
+#[test]
+fn backup_age_threshold_is_twice_the_longest_gap_of_the_schedule() {
+    let six_hourly = backup_alert("0 */6 * * *");
+    assert!(six_hourly.expr.ends_with("> 43200"), "{}", six_hourly.expr);
+    assert!(
+        six_hourly.annotations["description"].contains("older than 12 hours"),
+        "{:?}",
+        six_hourly.annotations
+    );
+    // A weekly schedule: two weeks, not two days.
+    let weekly = backup_alert("0 0 * * 1");
+    assert!(weekly.expr.ends_with("> 1209600"), "{}", weekly.expr);
+    assert!(
+        weekly.annotations["description"].contains("older than 14 days"),
+        "{:?}",
+        weekly.annotations
+    );
+    assert!(backup_alert("*/30 * * * *").expr.ends_with("> 3600"));
+    let err = monitoring::rules("0 0 * * 8").unwrap_err();
+    assert!(
+        format!("{err:#}").contains("etcd.backup.schedule"),
+        "{err:#}"
+    );
 }
