@@ -48,13 +48,10 @@ pub struct Cli {
 pub enum Command {
     /// Take a verified snapshot, then prune this node's old ones.
     Snapshot {
-        /// etcd client URL.
-        #[arg(
-            long,
-            env = "CPM_ETCD_ENDPOINT",
-            default_value = "https://127.0.0.1:2379"
-        )]
-        endpoint: String,
+        /// etcd client URL (default: this node's member, `https://<node IP>:2379` with the node
+        /// IP from `--node-ip` or `NODE_IP`, else `https://127.0.0.1:2379`).
+        #[arg(long, env = "CPM_ETCD_ENDPOINT")]
+        endpoint: Option<String>,
         /// Backups of this node to keep, the new one included (default: `etcd.backup.keep`).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
@@ -228,8 +225,15 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
             keep_weekly,
             compress,
         } => {
-            let opts =
-                snapshot_options(cli, endpoint, [*keep, *keep_daily, *keep_weekly], *compress)?;
+            let endpoint = endpoint
+                .clone()
+                .unwrap_or_else(|| default_endpoint(cli.common.node_ip().ok()));
+            let opts = snapshot_options(
+                cli,
+                &endpoint,
+                [*keep, *keep_daily, *keep_weekly],
+                *compress,
+            )?;
             let result = tokio::select! {
                 r = snapshot::snapshot(&opts) => r,
                 () = shutdown_signal() => Err(BackupError::Interrupted),
@@ -265,6 +269,16 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// The client URL of this node's etcd member as cpm-etcd renders it (`https://<ip>:2379`), or
+/// the loopback listener when the node IP is unknown.
+pub fn default_endpoint(node_ip: Option<std::net::IpAddr>) -> String {
+    match node_ip {
+        Some(std::net::IpAddr::V6(ip)) => format!("https://[{ip}]:2379"),
+        Some(std::net::IpAddr::V4(ip)) => format!("https://{ip}:2379"),
+        None => "https://127.0.0.1:2379".to_string(),
     }
 }
 

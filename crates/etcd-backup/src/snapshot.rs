@@ -3,7 +3,7 @@
 //! verified, fsync, rename, sidecar, retention, and only then the status file.
 
 use std::io::IsTerminal;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -177,6 +177,7 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         .mode(0o700)
         .create(dir)
         .map_err(IoError::on("create directory", dir))?;
+    tighten_dir(dir)?;
     let mut client = cpm_core::etcd::connect(&opts.etcd).await?;
     let status = client.status().await.map_err(|source| BackupError::Etcd {
         what: "status",
@@ -394,6 +395,23 @@ fn retention_status(plan: &PrunePlan, deleted: usize, at: OffsetDateTime) -> Ret
             .map(|(f, _)| f.clone())
             .collect(),
     }
+}
+
+/// The backup directory's mode (PRODUCT.md §2: 0700, owned by etcd-backup): backups hold every
+/// secret of the cluster. A directory created by someone else (the kubelet makes hostPath
+/// directories 0755) is set to 0700.
+fn tighten_dir(dir: &Path) -> Result<(), BackupError> {
+    let mode = std::fs::metadata(dir)
+        .map_err(IoError::on("stat", dir))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(IoError::on("chmod 0700", dir))?;
+        info!(dir = %dir.display(), from = %format!("{mode:04o}"), "backup directory set to 0700");
+    }
+    Ok(())
 }
 
 /// Records a failed attempt in the status file (best effort: a warning when that fails too,
