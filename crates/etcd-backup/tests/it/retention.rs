@@ -3,6 +3,7 @@
 //! match a sidecar are neither counted nor deleted, the snapshot just written is never pruned,
 //! and the status file names a backup that exists.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -50,6 +51,7 @@ async fn retention_never_prunes_the_new_backup_and_counts_only_verified_backups_
     };
     let dir = n.backups();
     std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     let mut client = n.client().await;
     client.put("k", "1", None).await?;
 
@@ -67,6 +69,10 @@ async fn retention_never_prunes_the_new_backup_and_counts_only_verified_backups_
     check_ok(&first);
     let first = written(&first);
     assert!(first.exists(), "the snapshot just written is never pruned");
+    // The directory was made 0755 above (as the kubelet makes a hostPath directory): it holds
+    // every secret of the cluster, so etcd-backup sets it to 0700.
+    let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "backup directory mode {mode:o}");
 
     // A sidecar describing other bytes for the lying file (copied from the real backup).
     let mut lie = json(&sidecar_of(&dir, &file_name(&first)));
