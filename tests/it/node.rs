@@ -20,13 +20,11 @@ fn certs_and_kubeconfigs_on_one_node_are_reported_together() {
         config.to_str().unwrap(),
         "--pki-dir",
         pki.to_str().unwrap(),
-        "--node-name",
-        "master-1",
         "--node-ip",
         "127.0.0.1",
     ];
     for (bin, extra) in [
-        ("cpm-certs", &["--once"][..]),
+        ("cpm-certs", &["--node-name", "master-1", "--once"][..]),
         ("cpm-kubeconfig", &["--once", "--no-rbac"]),
     ] {
         let out = run(bin, &[&common[..], extra].concat());
@@ -55,8 +53,11 @@ fn certs_and_kubeconfigs_on_one_node_are_reported_together() {
     assert_eq!(certs[7]["name"], "admin.conf");
     assert_eq!(certs[7]["authority"], "ca");
     // The agents own disjoint files: a second pass of each plans nothing.
-    for bin in ["cpm-certs", "cpm-kubeconfig"] {
-        let out = run(bin, &[&common[..], &["--check"]].concat());
+    for (bin, extra) in [
+        ("cpm-certs", &["--node-name", "master-1", "--check"][..]),
+        ("cpm-kubeconfig", &["--check"]),
+    ] {
+        let out = run(bin, &[&common[..], extra].concat());
         assert_eq!(
             out.status.code(),
             Some(0),

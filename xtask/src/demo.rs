@@ -370,7 +370,7 @@ fn api_proxy(
     let log = std::fs::File::create(dir.join("api-proxy.log"))?;
     let mut child = Command::new(workspace_root().join("target/debug/api-proxy"))
         .args(["--root", s(root), "--config", s(&dir.join("config.yaml"))])
-        .args(["--node-name", "master-1", "--node-ip", "127.0.0.1"])
+        .args(["--node-ip", "127.0.0.1"])
         .args(["--listen", &listen, "--admin-addr", &admin])
         .args(["--ca-file", s(&pki.join("ca.crt"))])
         .args(["--upstream", &a.to_string(), "--upstream", &b.to_string()])
@@ -520,8 +520,6 @@ fn kubeconfigs(
             s(config),
             "--pki-dir",
             s(pki),
-            "--node-name",
-            name,
             "--node-ip",
             ip,
             "--once",

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::config::{ConfigError, ControlPlaneConfiguration};
 use cpm_core::exit::{Code, TERMINATION_LOG, chain, report_fatal};
 use cpm_core::reconcile::Readiness;
@@ -107,6 +107,19 @@ pub struct Cli {
     /// Safety-net reload interval of the upstream file (besides file events), in seconds.
     #[arg(long, env = "CPM_RELOAD_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub reload_seconds: u64,
+}
+
+impl Honours for Cli {
+    // A proxy runs until stopped (no pass to run once, dry-run or check) and talks to no API.
+    const NEVER: &'static [&'static str] = &[
+        "once",
+        "dry_run",
+        "check",
+        "resync_seconds",
+        "pki_dir",
+        "node_name",
+        "kubeconfig",
+    ];
 }
 
 /// How the data path moves bytes.

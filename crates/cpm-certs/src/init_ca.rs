@@ -25,13 +25,24 @@ pub enum InitCaError {
     Write(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Writes a new bundle into `out` (created 0700 if missing). Refuses if any bundle file exists.
+/// What `init-ca` wrote, or under `--dry-run` would write.
+#[derive(Debug)]
+pub struct InitCa {
+    /// The bundle's files, in `out`.
+    pub files: Vec<PathBuf>,
+    /// The plan: `mkdir` and `create` lines, private keys as sha256 only.
+    pub plan: String,
+}
+
+/// Writes a new bundle into `out` (created 0700 if missing), or with `dry_run` only plans it and
+/// touches nothing. Refuses if any bundle file exists.
 pub fn init_ca(
     out: &Path,
     alg: KeyAlgorithm,
     now: OffsetDateTime,
     validity_days: u32,
-) -> Result<Vec<PathBuf>, InitCaError> {
+    dry_run: bool,
+) -> Result<InitCa, InitCaError> {
     if let Some(existing) = FILES.iter().map(|f| out.join(f.name)).find(|p| p.exists()) {
         return Err(InitCaError::Exists(existing));
     }
@@ -46,13 +57,28 @@ pub fn init_ca(
         set.file(d).map_err(|e| InitCaError::Write(Box::new(e)))?;
         written.push(out.join(f.name));
     }
+    let root = NodeRoot::new(out);
+    if dry_run {
+        let p = plan(&root, &set).map_err(|e| InitCaError::Write(Box::new(e)))?;
+        let mkdir = if out.exists() {
+            String::new()
+        } else {
+            format!("mkdir {} (mode 0700)\n", out.display())
+        };
+        return Ok(InitCa {
+            files: written,
+            plan: mkdir + &p.render(),
+        });
+    }
     if !out.exists() {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(out)
             .map_err(|e| InitCaError::Write(Box::new(e)))?;
     }
-    let root = NodeRoot::new(out);
     let p = plan(&root, &set).map_err(|e| InitCaError::Write(Box::new(e)))?;
     apply(&root, &p, &ApplyOptions::default()).map_err(|e| InitCaError::Write(Box::new(e)))?;
-    Ok(written)
+    Ok(InitCa {
+        files: written,
+        plan: p.render(),
+    })
 }

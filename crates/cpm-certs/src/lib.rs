@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, DAEMON_ONLY, Honours};
 use cpm_core::config::KeyAlgorithm;
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 use cpm_core::runner::{RunnerOptions, run_agent};
@@ -74,6 +74,43 @@ pub enum Command {
     },
 }
 
+impl Honours for Cli {
+    // cpm-certs never talks to the Kubernetes API.
+    const NEVER: &'static [&'static str] = &["kubeconfig"];
+
+    fn unhonoured(&self) -> &'static [&'static str] {
+        match self.command {
+            // `--dry-run` prints the bundle's plan; nothing else of the node's flags applies.
+            Some(Command::InitCa { .. }) => &[
+                "root",
+                "config",
+                "pki_dir",
+                "node_name",
+                "node_ip",
+                "once",
+                "check",
+                "admin_addr",
+                "resync_seconds",
+            ],
+            // Reads the node's certificates under --root, writes nothing.
+            Some(Command::CheckExpiration { .. }) => &[
+                "config",
+                "pki_dir",
+                "node_name",
+                "node_ip",
+                "once",
+                "dry_run",
+                "check",
+                "admin_addr",
+                "resync_seconds",
+            ],
+            // One forced pass (`--dry-run` and `--check` apply to it).
+            Some(Command::Renew { .. }) => DAEMON_ONLY,
+            None => self.common.unhonoured_in_one_pass(),
+        }
+    }
+}
+
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(OffsetDateTime::now_utc)
@@ -86,12 +123,21 @@ pub async fn run(cli: Cli, clock: Clock) -> Code {
             out,
             key_algorithm,
             validity_days,
-        }) => match init_ca::init_ca(&out, key_algorithm, clock(), validity_days) {
-            Ok(files) => {
-                for f in files {
-                    println!("{}", f.display());
-                }
-                Code::Ok
+        }) => match init_ca::init_ca(
+            &out,
+            key_algorithm,
+            clock(),
+            validity_days,
+            cli.common.dry_run,
+        ) {
+            Ok(done) if cli.common.dry_run => cpm_core::exit::print(&done.plan),
+            Ok(done) => {
+                let listing: String = done
+                    .files
+                    .iter()
+                    .map(|f| format!("{}\n", f.display()))
+                    .collect();
+                cpm_core::exit::print(&listing)
             }
             Err(e) => {
                 let code = if matches!(e, init_ca::InitCaError::Exists(_)) {
@@ -105,8 +151,7 @@ pub async fn run(cli: Cli, clock: Clock) -> Code {
         },
         Some(Command::CheckExpiration { output }) => {
             let report = expiration::report(&cli.common.node_root(), clock());
-            print!("{}", expiration::render(&report, output));
-            Code::Ok
+            cpm_core::exit::print(&expiration::render(&report, output))
         }
         Some(Command::Renew { name }) => {
             let forced: Vec<String> = if name == "all" {

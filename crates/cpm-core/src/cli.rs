@@ -2,9 +2,42 @@
 //!
 //! Every flag also reads `CPM_<FLAG>` from the environment (flag > env > default). Node identity
 //! falls back to the downward-API variables `NODE_NAME` and `NODE_IP`.
+//!
+//! A command offers only the flags it honours (PRODUCT.md §5): a binary that flattens
+//! [`CommonArgs`] but does not use some of them, or a subcommand that ignores a global flag,
+//! implements [`Honours`], and [`parse`] refuses such a flag with exit 2 instead of ignoring it.
+//! A flag no command of the binary honours ([`Honours::NEVER`]) is hidden from `--help` and
+//! refused from the command line and from its `CPM_*` variable. A flag only the selected
+//! subcommand ignores ([`Honours::unhonoured`]) is refused from the command line; its variable is
+//! ambient context of the container (the agents' DaemonSet sets `CPM_ROOT` for every command an
+//! operator may `kubectl exec`), as `KUBECONFIG` is to `kubectl version --client`.
+//!
+//! ```
+//! use clap::Parser;
+//! use cpm_core::cli::{CommonArgs, Honours, try_parse_from};
+//!
+//! #[derive(Debug, Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     common: CommonArgs,
+//! }
+//!
+//! impl Honours for Cli {
+//!     // A proxy runs until stopped: it has no single pass to make `--once` of.
+//!     const NEVER: &'static [&'static str] = &["once", "dry_run", "check"];
+//! }
+//!
+//! let err = try_parse_from::<Cli, _, _>(["proxy", "--once"]).unwrap_err();
+//! assert_eq!(err.exit_code(), 2);
+//! assert!(try_parse_from::<Cli, _, _>(["proxy", "--root", "/tmp"]).is_ok());
+//! ```
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Command};
 
 use crate::node::NodeRoot;
 use crate::reconcile::{Mode, RunOptions};
@@ -73,6 +106,9 @@ pub struct CommonArgs {
     pub resync_seconds: u64,
 }
 
+/// Flags that only a daemon honours: one pass starts no admin server and has no resync.
+pub const DAEMON_ONLY: &[&str] = &["admin_addr", "resync_seconds"];
+
 /// A required identity flag is missing.
 #[derive(Debug, thiserror::Error)]
 #[error("--{flag} is required (or env {env})")]
@@ -107,6 +143,17 @@ impl CommonArgs {
         opts
     }
 
+    /// The daemon-only flags ([`DAEMON_ONLY`]) when one pass was asked for (`--once`,
+    /// `--dry-run`, `--check`), else none: an agent's [`Honours::unhonoured`] for its default
+    /// command.
+    pub fn unhonoured_in_one_pass(&self) -> &'static [&'static str] {
+        if self.once || self.dry_run || self.check {
+            DAEMON_ONLY
+        } else {
+            &[]
+        }
+    }
+
     /// This node's name: `--node-name`, `CPM_NODE_NAME`, then `NODE_NAME`.
     pub fn node_name(&self) -> Result<String, MissingFlag> {
         self.node_name
@@ -127,6 +174,89 @@ impl CommonArgs {
                 env: "NODE_IP",
             })
     }
+}
+
+/// A command line whose commands honour only part of the shared flags they offer.
+pub trait Honours: clap::Parser {
+    /// Flags (clap ids: the field names, such as `dry_run`) that no command of this binary
+    /// honours: hidden from `--help` and refused when given.
+    const NEVER: &'static [&'static str] = &[];
+
+    /// Flags the command selected by this parse does not honour (a subcommand that ignores a
+    /// global flag): refused when given.
+    fn unhonoured(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// Parses the process's command line and environment like `C::parse()`, and exits 2 with a
+/// usage error when a flag the selected command does not honour is given.
+pub fn parse<C: Honours>() -> C {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// [`parse`] from explicit arguments (the first is the binary name); the error exits 2.
+pub fn try_parse_from<C, I, T>(args: I) -> Result<C, clap::Error>
+where
+    C: Honours,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut cmd = C::command();
+    for id in C::NEVER {
+        cmd = cmd.mut_arg(*id, |a| a.hide(true));
+    }
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    let cli = C::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    let never = C::NEVER.iter().map(|id| (id, ValueSource::EnvVariable));
+    let unhonoured = cli
+        .unhonoured()
+        .iter()
+        .map(|id| (id, ValueSource::CommandLine));
+    for (id, weakest) in never.chain(unhonoured) {
+        if let Some(source) = given(&matches, id).filter(|s| *s >= weakest) {
+            return Err(refusal(&mut cmd, &matches, id, source));
+        }
+    }
+    Ok(cli)
+}
+
+/// Where `id`'s value came from, for the command or the selected subcommand (globals propagate
+/// down); `None` when the flag does not exist there.
+fn given(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
+    let mut level = Some(matches);
+    let mut strongest = None;
+    while let Some(m) = level {
+        if m.try_contains_id(id).is_ok() {
+            strongest = strongest.max(m.value_source(id));
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    strongest
+}
+
+fn refusal(cmd: &mut Command, matches: &ArgMatches, id: &str, source: ValueSource) -> clap::Error {
+    let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+    let flag = arg
+        .and_then(clap::Arg::get_long)
+        .map_or_else(|| id.to_string(), |l| format!("--{l}"));
+    let env = arg
+        .and_then(clap::Arg::get_env)
+        .map(|e| e.to_string_lossy().into_owned());
+    let mut name = cmd.get_name().to_string();
+    let mut level = matches.subcommand();
+    while let Some((sub, m)) = level {
+        name = format!("{name} {sub}");
+        level = m.subcommand();
+    }
+    let how = match (source, env) {
+        (ValueSource::EnvVariable, Some(env)) => format!("{flag} (set by {env})"),
+        _ => flag,
+    };
+    cmd.error(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!("{how} is not honoured by `{name}`; remove it"),
+    )
 }
 
 #[cfg(test)]

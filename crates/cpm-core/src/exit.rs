@@ -62,5 +62,23 @@ pub fn report_fatal(err: &(dyn Error + 'static), termination_log: &Path) {
     }
 }
 
+/// Writes command output (a plan, a table, YAML) to stdout and returns the exit code it leaves.
+/// A reader that went away (`cpm-manifests crd | head`) is not an error: the rest is dropped
+/// quietly, as `cat` does; any other write error is a failure reported on stderr.
+pub fn print(text: &str) -> Code {
+    print_to(&mut std::io::stdout().lock(), text)
+}
+
+fn print_to(out: &mut impl std::io::Write, text: &str) -> Code {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Code::Ok,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Code::Ok,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            Code::Failure
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

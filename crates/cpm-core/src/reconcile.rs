@@ -303,13 +303,15 @@ pub async fn run<A: Agent>(
         .await
         {
             Ok(outcome) => {
-                if opts.mode != Mode::Apply {
-                    print!("{}", outcome.rendered);
-                }
+                let printed = if opts.mode == Mode::Apply {
+                    Code::Ok
+                } else {
+                    crate::exit::print(&outcome.rendered)
+                };
                 if opts.mode == Mode::Check && outcome.changes() > 0 {
                     Code::Drift
                 } else {
-                    Code::Ok
+                    printed
                 }
             }
             Err(e) => {

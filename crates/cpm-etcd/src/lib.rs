@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use clap::Parser;
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 use cpm_core::runner::{RunnerOptions, run_agent};
 use prometheus_client::registry::Registry;
@@ -41,6 +41,15 @@ pub struct Cli {
     /// the config's `etcd.backup.directory` under `--root` when `etcd.backup.enabled`).
     #[arg(long, env = "CPM_BACKUP_DIR")]
     pub backup_dir: Option<std::path::PathBuf>,
+}
+
+impl Honours for Cli {
+    // etcd's certificates are read under --root; the CA bundle is cpm-certs' input.
+    const NEVER: &'static [&'static str] = &["pki_dir"];
+
+    fn unhonoured(&self) -> &'static [&'static str] {
+        self.common.unhonoured_in_one_pass()
+    }
 }
 
 /// Runs the command line; returns the exit code.

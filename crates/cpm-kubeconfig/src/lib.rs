@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Parser;
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 use cpm_core::runner::{RunnerOptions, run_agent};
 use prometheus_client::registry::Registry;
@@ -39,6 +39,15 @@ pub struct Cli {
     /// Do not ensure the kubeadm:cluster-admins ClusterRoleBinding.
     #[arg(long, env = "CPM_NO_RBAC")]
     pub no_rbac: bool,
+}
+
+impl Honours for Cli {
+    // Kubeconfigs name the cluster, not the node; the binding goes through super-admin.conf.
+    const NEVER: &'static [&'static str] = &["kubeconfig", "node_name"];
+
+    fn unhonoured(&self) -> &'static [&'static str] {
+        self.common.unhonoured_in_one_pass()
+    }
 }
 
 /// The system clock.

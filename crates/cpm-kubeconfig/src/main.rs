@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cpm_kubeconfig::Cli::parse();
+    let cli = cpm_core::cli::parse::<cpm_kubeconfig::Cli>();
     cpm_core::telemetry::init(cli.common.log_format, &cli.common.log_level);
     cpm_core::runner::block_on(cpm_kubeconfig::run(cli, cpm_kubeconfig::system_clock()))
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 use cpm_core::runner::{RunnerOptions, run_agent};
 use prometheus_client::registry::Registry;
@@ -65,6 +65,33 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Honours for Cli {
+    // The node's certificates are read under --root; the CA bundle is cpm-certs' input.
+    const NEVER: &'static [&'static str] = &["pki_dir"];
+
+    fn unhonoured(&self) -> &'static [&'static str] {
+        match self.command {
+            // Prints two CRDs: no node, no API, no pass.
+            Some(Command::Crd) => &[
+                "root",
+                "config",
+                "node_name",
+                "node_ip",
+                "kubeconfig",
+                "once",
+                "dry_run",
+                "check",
+                "admin_addr",
+                "resync_seconds",
+                "health_timeout_seconds",
+                "holder_image",
+                "holder_namespace",
+            ],
+            None => self.common.unhonoured_in_one_pass(),
+        }
+    }
+}
+
 /// cpm-manifests' commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -76,12 +103,10 @@ pub enum Command {
 /// Runs the command line; returns the exit code.
 pub async fn run(cli: Cli) -> Code {
     if let Some(Command::Crd) = cli.command {
-        print!("{}", scheduler::crd_yaml());
         // Plain JSON data: serialising it cannot fail.
         let cpn = serde_saphyr::to_string(&cpm_core::controlplanenode::crd())
             .expect("invariant: the CRD serialises to YAML");
-        print!("---\n{cpn}");
-        return Code::Ok;
+        return cpm_core::exit::print(&format!("{}---\n{cpn}", scheduler::crd_yaml()));
     }
     let client = match cpm_core::kube::optional_client(cli.common.kubeconfig.as_deref()).await {
         Ok(c) => c,

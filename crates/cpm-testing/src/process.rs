@@ -53,3 +53,14 @@ pub fn signal_and_wait(child: &mut Child, signal: &str, limit: Duration) -> Opti
     let _ = child.wait();
     None
 }
+
+/// Runs `cmd` with its stdout on a pipe whose reader is already closed (as `cmd | head` once
+/// `head` has exited), and returns its exit status and stderr (stdout is empty).
+pub fn output_into_closed_pipe(cmd: &mut Command) -> Output {
+    let (reader, writer) = std::io::pipe().expect("invariant: a pipe can be made");
+    drop(reader);
+    cmd.stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("invariant: the binary runs")
+}

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::exit::{Code, TERMINATION_LOG, chain, report_fatal};
 use cpm_core::reconcile::Readiness;
 use cpm_core::reconcile::Termination;
@@ -138,6 +138,20 @@ pub struct Cli {
     /// How long SIGTERM waits for open connections, in seconds.
     #[arg(long, env = "CPM_DRAIN_SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
+}
+
+impl Honours for Cli {
+    // A proxy runs until stopped (no pass to run once, dry-run or check) and reads no node files
+    // under a root, no config and no CA bundle.
+    const NEVER: &'static [&'static str] = &[
+        "once",
+        "dry_run",
+        "check",
+        "resync_seconds",
+        "root",
+        "config",
+        "pki_dir",
+    ];
 }
 
 /// Where the serving certificate comes from.

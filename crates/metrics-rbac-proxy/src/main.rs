@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = metrics_rbac_proxy::Cli::parse();
+    let cli = cpm_core::cli::parse::<metrics_rbac_proxy::Cli>();
     cpm_core::telemetry::init(cli.common.log_format, &cli.common.log_level);
     cpm_core::runner::block_on(metrics_rbac_proxy::run(cli))
 }

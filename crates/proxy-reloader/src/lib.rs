@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 use cpm_core::kube::ClientOptions;
 use cpm_core::runner::{RunnerOptions, WatchStarter, run_agent};
@@ -50,6 +50,15 @@ pub struct Cli {
     /// How long an endpoint stays listed after it stopped being ready, in seconds.
     #[arg(long, env = "CPM_GRACE_SECONDS", default_value_t = 60)]
     pub grace_seconds: u64,
+}
+
+impl Honours for Cli {
+    // The upstream list comes from the API alone: no config, CA bundle or node identity.
+    const NEVER: &'static [&'static str] = &["config", "pki_dir", "node_name", "node_ip"];
+
+    fn unhonoured(&self) -> &'static [&'static str] {
+        self.common.unhonoured_in_one_pass()
+    }
 }
 
 /// Bad command line.

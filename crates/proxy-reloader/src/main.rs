@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = proxy_reloader::Cli::parse();
+    let cli = cpm_core::cli::parse::<proxy_reloader::Cli>();
     cpm_core::telemetry::init(cli.common.log_format, &cli.common.log_level);
     cpm_core::runner::block_on(proxy_reloader::run(cli))
 }

@@ -274,3 +274,101 @@ fn init_ca_refuses_to_overwrite_a_bundle() {
     );
     assert_eq!(std::fs::read(out_dir.join("ca.key")).unwrap(), before);
 }
+
+#[test]
+fn init_ca_dry_run_prints_the_plan_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("pki");
+    let out = cpm_certs(&["init-ca", "--dry-run", "--out", s(&out_dir)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!out_dir.exists(), "--dry-run created {}", out_dir.display());
+    let plan = stdout(&out);
+    assert!(
+        plan.starts_with(&format!("mkdir {} (mode 0700)", s(&out_dir))),
+        "{plan}"
+    );
+    for file in [
+        "ca.crt",
+        "ca.key",
+        "etcd-ca.key",
+        "front-proxy-ca.crt",
+        "sa.key",
+        "sa.pub",
+    ] {
+        assert!(plan.contains(&format!("create {file}")), "{file}: {plan}");
+    }
+    assert!(!plan.contains("PRIVATE KEY"), "a key in the plan: {plan}");
+    // Into an existing, empty directory: still nothing written.
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = cpm_certs(&["init-ca", "--dry-run", "--out", s(&out_dir)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stdout(&out).contains("mkdir"), "{}", stdout(&out));
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+}
+
+#[test]
+fn flags_a_command_does_not_honour_are_refused_with_exit_2() {
+    let node = Node::new("");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("pki");
+    let out_flag = s(&out_dir).to_string();
+    let root = s(node.root.path()).to_string();
+    for (args, flag) in [
+        (vec!["init-ca", "--out", &out_flag, "--once"], "--once"),
+        (vec!["init-ca", "--out", &out_flag, "--check"], "--check"),
+        (
+            vec!["--root", &root, "init-ca", "--out", &out_flag],
+            "--root",
+        ),
+        (
+            vec!["init-ca", "--out", &out_flag, "--admin-addr", "127.0.0.1:0"],
+            "--admin-addr",
+        ),
+        (
+            vec!["check-expiration", "--root", &root, "--dry-run"],
+            "--dry-run",
+        ),
+        (
+            vec!["check-expiration", "--root", &root, "--check"],
+            "--check",
+        ),
+        (vec!["--kubeconfig", "/k", "--once"], "--kubeconfig"),
+    ] {
+        let out = cpm_certs(&args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{flag} is not honoured by `cpm-certs")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    for extra in [
+        &["--once", "--admin-addr", "127.0.0.1:0"][..],
+        &["--dry-run", "--resync-seconds", "5"],
+        &["renew", "all", "--admin-addr", "127.0.0.1:0"],
+    ] {
+        let out = node.run(extra);
+        assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is not honoured by"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!out_dir.exists());
+    assert!(
+        node.root.entries().is_empty(),
+        "a refused command wrote to the node"
+    );
+}
+
+#[test]
+fn check_expiration_into_a_closed_pipe_exits_quietly() {
+    let node = Node::new("");
+    assert_eq!(code(&node.run(&["--once"])), 0);
+    let mut cmd = Command::new(bin());
+    cmd.args(["check-expiration", "--root", s(node.root.path())]);
+    let out = cpm_testing::process::output_into_closed_pipe(&mut cmd);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}

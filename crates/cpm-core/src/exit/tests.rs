@@ -38,3 +38,30 @@ fn fatal_report_writes_termination_log_when_present() {
     report_fatal(&Inner, &absent);
     assert!(!absent.exists());
 }
+
+/// A writer that fails every write with one error kind.
+struct Failing(std::io::ErrorKind);
+
+impl std::io::Write for Failing {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(self.0.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn output_to_a_closed_pipe_is_quiet_and_other_write_errors_fail() {
+    let mut buf = Vec::new();
+    assert_eq!(print_to(&mut buf, "a\n"), Code::Ok);
+    assert_eq!(buf, b"a\n");
+    assert_eq!(
+        print_to(&mut Failing(std::io::ErrorKind::BrokenPipe), "a"),
+        Code::Ok
+    );
+    assert_eq!(
+        print_to(&mut Failing(std::io::ErrorKind::StorageFull), "a"),
+        Code::Failure
+    );
+}

@@ -52,8 +52,7 @@ impl Node {
             .arg(&self.config)
             .arg("--pki-dir")
             .arg(&self.pki);
-        cmd.args(["--node-name", "master-1", "--node-ip", "127.0.0.1"])
-            .args(extra);
+        cmd.args(["--node-ip", "127.0.0.1"]).args(extra);
         cmd.env("RUST_BACKTRACE", "0")
             .env_remove("RUST_LOG")
             .output()

@@ -153,3 +153,45 @@ fn https_routes_without_a_ca_or_an_explicit_skip_are_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("flags: routes[0].tls"), "{err}");
 }
+
+/// A proxy has no pass to run once, dry-run or check, and reads no node root or config: those
+/// flags are refused with exit 2 (from the command line or `CPM_*`), never ignored.
+/// Arguments, environment, and the flag named in the error.
+type Refused = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+#[test]
+fn flags_a_proxy_does_not_honour_are_refused_with_exit_2() {
+    let cases: [Refused; 5] = [
+        (&["--once"], &[], "--once"),
+        (&["--dry-run"], &[], "--dry-run"),
+        (&["--check"], &[], "--check"),
+        (&["--root", "/tmp"], &[], "--root"),
+        (
+            &[],
+            &[("CPM_DRY_RUN", "true")],
+            "--dry-run (set by CPM_DRY_RUN)",
+        ),
+    ];
+    for (args, env, flag) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_metrics-rbac-proxy"))
+            .args(["--node-ip", "127.0.0.1"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = cpm_testing::process::stderr(&out);
+        assert_eq!(
+            cpm_testing::process::code(&out),
+            2,
+            "{args:?} {env:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("{flag} is not honoured by `metrics-rbac-proxy`")),
+            "{err}"
+        );
+    }
+}
