@@ -2,10 +2,10 @@
 //!
 //! `snapshot` streams etcd's snapshot to a hidden temp file (optionally zstd-compressed on the
 //! way), checks etcd's sha256 trailer, fsyncs and renames it to
-//! `etcd-<node>-<UTC>-rev<revision>.db[.zst]`, writes a JSON sidecar and the status file, and
-//! only then prunes this node's old backups ([`retention`]). `verify FILE` checks a file's
+//! `etcd-<node>-<UTC>-rev<revision>.db[.zst]`, writes a JSON sidecar, prunes this node's old
+//! verified backups ([`retention`]) and only then records the success in the status file. `verify FILE` checks a file's
 //! trailer (decompressing it when needed) and its sidecar; `list` shows the backups in the
-//! directory.
+//! directory. Each command refuses (exit 2) the shared flags it does not honour ([`Honours`]).
 #![warn(clippy::unwrap_used)]
 
 #[cfg(feature = "fault-injection")]
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 
 use crate::retention::Policy;
@@ -43,10 +43,36 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Honours for Cli {
+    // A CronJob's one-shot tool: no reconcile loop (`--once`, `--admin-addr`,
+    // `--resync-seconds`), nothing to compare for `--check` (a snapshot always writes), no CA
+    // bundle and no Kubernetes API.
+    const NEVER: &'static [&'static str] = &[
+        "pki_dir",
+        "kubeconfig",
+        "once",
+        "check",
+        "admin_addr",
+        "resync_seconds",
+    ];
+
+    fn unhonoured(&self) -> &'static [&'static str] {
+        match self.command {
+            // Honours everything the binary offers: --dry-run prints the plan.
+            Command::Snapshot { .. } => &[],
+            // Reads FILE and its sidecar, nothing else.
+            Command::Verify { .. } => &["root", "config", "node_name", "node_ip", "dry_run", "dir"],
+            // Reads the directory (--dir, else the config's under --root); writes nothing.
+            Command::List { .. } => &["node_name", "node_ip", "dry_run"],
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Take a verified snapshot, then prune this node's old ones.
+    /// Take a verified snapshot, then prune this node's old ones (`--dry-run`: print what would
+    /// be written and deleted, change nothing).
     Snapshot {
         /// etcd client URL (default: this node's member, `https://<node IP>:2379` with the node
         /// IP from `--node-ip` or `NODE_IP`, else `https://127.0.0.1:2379`).
@@ -182,7 +208,7 @@ impl BackupError {
 /// Runs the command line; returns the exit code.
 pub async fn run(cli: Cli) -> Code {
     match run_inner(&cli).await {
-        Ok(()) => Code::Ok,
+        Ok(code) => code,
         Err(e) => {
             report_fatal(&e, Path::new(TERMINATION_LOG));
             e.code()
@@ -190,7 +216,7 @@ pub async fn run(cli: Cli) -> Code {
     }
 }
 
-async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
+async fn run_inner(cli: &Cli) -> Result<Code, BackupError> {
     match &cli.command {
         Command::Verify { file } => {
             let v = store::verify_file(file)?;
@@ -212,11 +238,12 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
                 v.size,
                 v.sha256
             );
-            Ok(())
+            Ok(Code::Ok)
         }
         Command::List { output } => {
             let dir = backup_dir(cli)?;
-            print_list(&dir, *output)
+            print_list(&dir, *output)?;
+            Ok(Code::Ok)
         }
         Command::Snapshot {
             endpoint,
@@ -234,6 +261,11 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
                 [*keep, *keep_daily, *keep_weekly],
                 *compress,
             )?;
+            if cli.common.dry_run {
+                // Changes nothing, so there is no failure to record either.
+                let plan = snapshot::dry_run(&opts).await?;
+                return Ok(cpm_core::exit::print(&plan));
+            }
             let result = tokio::select! {
                 r = snapshot::snapshot(&opts) => r,
                 () = shutdown_signal() => Err(BackupError::Interrupted),
@@ -252,7 +284,7 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
                 outcome.sidecar.size,
                 outcome.sidecar.sha256
             );
-            Ok(())
+            Ok(Code::Ok)
         }
     }
 }

@@ -169,15 +169,20 @@ impl Progress {
     }
 }
 
-/// Takes one snapshot; see the module docs for the order of steps.
-pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
-    let dir = &opts.dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(IoError::on("create directory", dir))?;
-    tighten_dir(dir)?;
+/// What etcd reported just before the snapshot, and the name the backup gets.
+struct Probe {
+    client: etcd_client::Client,
+    revision: i64,
+    member_id: u64,
+    db_size: u64,
+    version: String,
+    /// The start time (UTC), in the name to the second.
+    now: OffsetDateTime,
+    name: BackupName,
+}
+
+/// Connects to etcd and asks for its status: the revision and start time name the backup.
+async fn probe(opts: &SnapshotOptions) -> Result<Probe, BackupError> {
     let mut client = cpm_core::etcd::connect(&opts.etcd).await?;
     let status = client.status().await.map_err(|source| BackupError::Etcd {
         what: "status",
@@ -186,17 +191,6 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
     let (revision, member_id) = status
         .header()
         .map_or((0, 0), |h| (h.revision(), h.member_id()));
-    let db_size = u64::try_from(status.db_size()).unwrap_or(0);
-    #[cfg(feature = "fault-injection")]
-    let free_space = match opts.fault() {
-        Some(crate::fault::Fault::FreeSpace(n)) => Some(*n),
-        _ => None,
-    };
-    #[cfg(not(feature = "fault-injection"))]
-    let free_space = None;
-    check_space(dir, db_size, free_space)?;
-
-    let started = Instant::now();
     let now = OffsetDateTime::now_utc();
     let name = BackupName {
         node: opts.node.clone(),
@@ -207,6 +201,122 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         revision,
         compression: opts.compression,
     };
+    Ok(Probe {
+        client,
+        revision,
+        member_id,
+        db_size: u64::try_from(status.db_size()).unwrap_or(0),
+        version: status.version().to_string(),
+        now,
+        name,
+    })
+}
+
+/// `--dry-run`: connects to etcd and returns, as lines for stdout, what [`snapshot`] would do
+/// now: the directory it would create or tighten, the backup and sidecar it would write (the
+/// name it would have at this second), the backups retention would delete and keep, the files it
+/// would ignore, the status file. Changes nothing: no directory, no temp file, no status, no
+/// deletion. Fails as the snapshot would (etcd unreachable, not enough free space, the name
+/// taken).
+pub async fn dry_run(opts: &SnapshotOptions) -> Result<String, BackupError> {
+    let dir = &opts.dir;
+    let mut out = Vec::new();
+    let exists = match std::fs::metadata(dir) {
+        Ok(md) => {
+            let mode = md.permissions().mode() & 0o7777;
+            if mode != 0o700 {
+                out.push(format!("mode {mode:04o} -> 0700 {}", dir.display()));
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.push(format!("mkdir 0700 {}", dir.display()));
+            false
+        }
+        Err(e) => return Err(IoError::on("stat", dir)(e).into()),
+    };
+    let p = probe(opts).await?;
+    // The space check runs on the filesystem the directory would be created on.
+    let existing = dir.ancestors().find(|a| a.is_dir()).unwrap_or(dir);
+    check_space(existing, p.db_size, None)?;
+    let final_path = dir.join(p.name.file_name());
+    if final_path.exists() {
+        return Err(BackupError::Exists(final_path));
+    }
+    out.push(format!(
+        "create {} (etcd {} member {:x}, revision {}, database {} bytes)",
+        final_path.display(),
+        p.version,
+        p.member_id,
+        p.revision,
+        p.db_size
+    ));
+    out.push(format!(
+        "create {}",
+        dir.join(p.name.sidecar_name()).display()
+    ));
+    if exists {
+        let plan = plan_prune(dir, &opts.node, &opts.policy, &p.name, utc(p.now))?;
+        for f in plan.keep.iter().filter(|f| **f != p.name.file_name()) {
+            out.push(format!("keep {}", dir.join(f).display()));
+        }
+        for f in &plan.delete {
+            out.push(format!("delete {}", dir.join(f).display()));
+            out.push(format!(
+                "delete {}",
+                dir.join(format!("{f}.json")).display()
+            ));
+        }
+        for f in &plan.future {
+            out.push(format!(
+                "ignore {}: dated after now + {} s",
+                dir.join(f).display(),
+                crate::retention::FUTURE_SKEW.whole_seconds()
+            ));
+        }
+        for (f, why) in &plan.unverified {
+            out.push(format!(
+                "ignore {}: not verified: {why}",
+                dir.join(f).display()
+            ));
+        }
+    }
+    let status = dir.join(backup_status::FILE_NAME);
+    let verb = if status.exists() { "replace" } else { "create" };
+    out.push(format!("{verb} {}", status.display()));
+    let mut text = out.join("\n");
+    text.push('\n');
+    Ok(text)
+}
+
+/// Takes one snapshot; see the module docs for the order of steps.
+pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
+    let dir = &opts.dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(IoError::on("create directory", dir))?;
+    tighten_dir(dir)?;
+    let Probe {
+        mut client,
+        revision,
+        member_id,
+        db_size,
+        version,
+        now,
+        name,
+    } = probe(opts).await?;
+    #[cfg(feature = "fault-injection")]
+    let free_space = match opts.fault() {
+        Some(crate::fault::Fault::FreeSpace(n)) => Some(*n),
+        _ => None,
+    };
+    #[cfg(not(feature = "fault-injection"))]
+    let free_space = None;
+    check_space(dir, db_size, free_space)?;
+
+    let started = Instant::now();
     let final_path = dir.join(name.file_name());
     if final_path.exists() {
         return Err(BackupError::Exists(final_path));
@@ -301,7 +411,7 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         compression: opts.compression,
         snapshot_sha256: compressed.then(|| checked.sha256.clone()),
         snapshot_size: compressed.then_some(checked.size),
-        etcd_version: status.version().to_string(),
+        etcd_version: version,
         member_id: format!("{member_id:x}"),
         duration_seconds: started.elapsed().as_secs_f64(),
     };
