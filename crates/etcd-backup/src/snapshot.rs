@@ -19,8 +19,8 @@ use tracing::{info, warn};
 use crate::BackupError;
 use crate::retention::Policy;
 use crate::store::{
-    BackupName, Compression, IoError, PrunePlan, Sidecar, TEMP_PREFIX, apply_prune, plan_prune,
-    sync_dir,
+    BackupName, Compression, IoError, PrunePlan, Sidecar, apply_prune, plan_prune,
+    sweep_temp_files, sync_dir, temp_name,
 };
 use crate::trailer::{TrailerHasher, hex};
 
@@ -75,6 +75,9 @@ pub struct Outcome {
 struct TempGuard {
     path: PathBuf,
     armed: bool,
+    /// A handle holding the temp file's exclusive `flock` until the end of the run, so a
+    /// concurrent run's sweep never takes it for a crashed run's leftover.
+    _lock: Option<std::fs::File>,
 }
 
 impl Drop for TempGuard {
@@ -281,6 +284,14 @@ pub async fn dry_run(opts: &SnapshotOptions) -> Result<String, BackupError> {
             ));
         }
     }
+    if exists {
+        for f in sweep_temp_files(dir, std::time::SystemTime::now(), false)? {
+            out.push(format!(
+                "delete {}: left by an interrupted run",
+                dir.join(f).display()
+            ));
+        }
+    }
     let status = dir.join(backup_status::FILE_NAME);
     let verb = if status.exists() { "replace" } else { "create" };
     out.push(format!("{verb} {}", status.display()));
@@ -298,6 +309,9 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         .create(dir)
         .map_err(IoError::on("create directory", dir))?;
     tighten_dir(dir)?;
+    for f in sweep_temp_files(dir, std::time::SystemTime::now(), true)? {
+        info!(file = %f, "removed a temp file left by an interrupted run");
+    }
     let Probe {
         mut client,
         revision,
@@ -322,12 +336,9 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         return Err(BackupError::Exists(final_path));
     }
     let mut guard = TempGuard {
-        path: dir.join(format!(
-            "{TEMP_PREFIX}{}-{:08x}.tmp",
-            std::process::id(),
-            rand::random::<u32>()
-        )),
+        path: dir.join(temp_name(std::process::id(), rand::random::<u32>())),
         armed: true,
+        _lock: None,
     };
     let tmp = guard.path.clone();
     let file = std::fs::OpenOptions::new()
@@ -336,6 +347,14 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(IoError::on("create", &tmp))?;
+    let lock = file.try_clone().map_err(IoError::on("lock", &tmp))?;
+    lock.try_lock().map_err(|e| {
+        IoError::on("lock", &tmp)(match e {
+            std::fs::TryLockError::Error(e) => e,
+            std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
+        })
+    })?;
+    guard._lock = Some(lock);
     let zstd = match opts.compression {
         Compression::None => None,
         Compression::Zstd => Some(

@@ -17,8 +17,90 @@ use time::macros::format_description;
 use crate::retention::{self, Policy};
 use crate::trailer::{Checked, TrailerError, TrailerHasher, hex};
 
-/// Prefix of in-progress temp files (hidden, in the backup directory).
+/// Prefix of in-progress temp files (hidden, in the backup directory):
+/// `.etcd-backup-<pid>-<8 hex digits>.tmp`.
 pub const TEMP_PREFIX: &str = ".etcd-backup-";
+
+/// A temp file left unmodified this long, and locked by no process, is a crashed run's
+/// leftover ([`sweep_temp_files`]). The lock is the real test (a live run holds it from the
+/// moment it creates the file); the age only covers the instant between creating the file
+/// and locking it.
+pub const TEMP_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The temp file name of a run: `.etcd-backup-<pid>-<random>.tmp`.
+pub fn temp_name(pid: u32, random: u32) -> String {
+    format!("{TEMP_PREFIX}{pid}-{random:08x}.tmp")
+}
+
+/// Whether `name` is exactly the shape [`temp_name`] makes (nothing else is ever swept).
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(TEMP_PREFIX)
+        .and_then(|r| r.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let Some((pid, random)) = rest.split_once('-') else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 8
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Temp files of crashed runs in `dir`: named by [`temp_name`], regular files, unmodified for
+/// [`TEMP_SWEEP_AGE`] before `now`, and not locked by any process (a run holds an exclusive
+/// `flock` on its temp file until it is renamed). Removes them when `remove` (each while
+/// holding its lock, so no run can take it over meanwhile); returns their names. A file that
+/// cannot be checked or removed is left, with a warning.
+pub fn sweep_temp_files(
+    dir: &Path,
+    now: std::time::SystemTime,
+    remove: bool,
+) -> Result<Vec<String>, IoError> {
+    let mut swept = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(IoError::on("read directory", dir))?;
+    for entry in rd {
+        let entry = entry.map_err(IoError::on("read directory", dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !is_temp_name(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= TEMP_SWEEP_AGE));
+        if !stale {
+            continue;
+        }
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot check a leftover temp file");
+                continue;
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot check a leftover temp file");
+                continue;
+            }
+        }
+        if remove && let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove a leftover temp file");
+            continue;
+        }
+        swept.push(name);
+    }
+    swept.sort();
+    Ok(swept)
+}
 
 /// The zstd frame magic number, the first four bytes of a zstd file.
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];

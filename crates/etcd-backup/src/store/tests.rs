@@ -186,3 +186,68 @@ fn the_plan_counts_and_deletes_only_verified_past_backups_and_keeps_the_new_one(
     }
     assert!(d.join(new.file_name()).exists());
 }
+
+#[test]
+fn temp_names_are_exactly_what_a_run_makes() {
+    assert!(is_temp_name(&temp_name(4242, 0xdead_beef)));
+    assert!(is_temp_name(".etcd-backup-1-0000000a.tmp"));
+    for other in [
+        ".etcd-backup-status.json",
+        "..etcd-backup-status.json.cpm-tmp-1-00000000",
+        ".etcd-backup-notes.tmp",
+        ".etcd-backup--deadbeef.tmp",
+        ".etcd-backup-1-deadbee.tmp",
+        ".etcd-backup-1-deadbeefa.tmp",
+        ".etcd-backup-x1-deadbeef.tmp",
+        ".etcd-backup-1-deadbeeg.tmp",
+        "etcd-backup-1-deadbeef.tmp",
+        ".etcd-backup-1-deadbeef.tmp.json",
+    ] {
+        assert!(!is_temp_name(other), "{other}");
+    }
+}
+
+#[test]
+fn only_old_unlocked_temp_files_are_swept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let now = std::time::SystemTime::now();
+    let hour_ago = now - std::time::Duration::from_secs(3600);
+    let make = |name: &str, modified| {
+        put(&d.join(name), b"partial");
+        let f = std::fs::File::options()
+            .write(true)
+            .open(d.join(name))
+            .expect("open");
+        f.set_modified(modified).expect("mtime");
+    };
+    let crashed = temp_name(1, 1);
+    make(&crashed, hour_ago);
+    let live = temp_name(2, 2);
+    make(&live, hour_ago);
+    let fresh = temp_name(3, 3);
+    make(&fresh, now);
+    let look_alike = ".etcd-backup-notes.tmp";
+    make(look_alike, hour_ago);
+    let held = std::fs::File::open(d.join(&live)).expect("open");
+    held.lock().expect("lock");
+
+    assert_eq!(
+        sweep_temp_files(d, now, false).expect("sweep"),
+        [crashed.as_str()]
+    );
+    assert!(d.join(&crashed).exists(), "a dry sweep removes nothing");
+    assert_eq!(
+        sweep_temp_files(d, now, true).expect("sweep"),
+        [crashed.as_str()]
+    );
+    assert!(!d.join(&crashed).exists());
+    for kept in [&live, &fresh, look_alike] {
+        assert!(d.join(kept).exists(), "{kept}");
+    }
+    drop(held);
+    assert_eq!(
+        sweep_temp_files(d, now, true).expect("sweep"),
+        [live.as_str()]
+    );
+}

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use cpm_testing::process::{code, stderr};
+use cpm_testing::process::{stderr, stdout};
 
 use crate::{NODE, check_ok, json, names, node, sha256_hex, written};
 
@@ -172,7 +172,7 @@ async fn a_failed_prune_is_a_failed_run_and_records_no_success() -> anyhow::Resu
 
     client.put("k", "2", None).await?;
     let out = n.snapshot(&["--keep", "1"], Some("remove-error")).await;
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(cpm_testing::process::code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("injected remove failure"),
         "{}",
@@ -212,5 +212,55 @@ async fn a_failed_prune_is_a_failed_run_and_records_no_success() -> anyhow::Resu
         Value::from(file_name(&third))
     );
     assert_eq!(status["lastRetention"]["deleted"], 2, "{status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn temp_files_left_by_crashed_runs_are_swept_and_a_live_runs_is_not() -> anyhow::Result<()> {
+    let Some(n) = node("127.0.6.16") else {
+        return Ok(());
+    };
+    let dir = n.backups();
+    std::fs::create_dir_all(&dir)?;
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let leftover = |name: &str| -> anyhow::Result<std::fs::File> {
+        put(&dir.join(name), b"partial snapshot");
+        let f = std::fs::File::options().write(true).open(dir.join(name))?;
+        f.set_modified(hour_ago)?;
+        Ok(f)
+    };
+    // A run killed mid-stream (SIGKILL, power loss) left its temp file behind.
+    let crashed = ".etcd-backup-4242-deadbeef.tmp";
+    leftover(crashed)?;
+    // Another run is still writing its own (it holds the lock); and a file that only looks
+    // similar.
+    let live = ".etcd-backup-4243-cafebabe.tmp";
+    let held = leftover(live)?;
+    held.lock()?;
+    let look_alike = ".etcd-backup-notes.tmp";
+    leftover(look_alike)?;
+
+    let out = n.snapshot(&["--keep", "1", "--dry-run"], None).await;
+    check_ok(&out);
+    assert!(
+        stdout(&out).contains(&format!(
+            "delete {}: left by an interrupted run",
+            dir.join(crashed).display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(dir.join(crashed).exists(), "--dry-run removed nothing");
+
+    let out = n.snapshot(&["--keep", "1"], None).await;
+    check_ok(&out);
+    assert!(!dir.join(crashed).exists(), "{:?}", names(&dir));
+    assert!(stderr(&out).contains(crashed), "{}", stderr(&out));
+    assert!(
+        dir.join(live).exists(),
+        "a locked temp file is a live run's"
+    );
+    assert!(dir.join(look_alike).exists());
+    drop(held);
     Ok(())
 }
