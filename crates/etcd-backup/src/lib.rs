@@ -3,9 +3,10 @@
 //! `snapshot` streams etcd's snapshot to a hidden temp file (optionally zstd-compressed on the
 //! way), checks etcd's sha256 trailer, fsyncs and renames it to
 //! `etcd-<node>-<UTC>-rev<revision>.db[.zst]`, writes a JSON sidecar, prunes this node's old
-//! verified backups ([`retention`]) and only then records the success in the status file. `verify FILE` checks a file's
-//! trailer (decompressing it when needed) and its sidecar; `list` shows the backups in the
-//! directory. Each command refuses (exit 2) the shared flags it does not honour ([`Honours`]).
+//! verified backups ([`retention`]) and only then records the success in the status file.
+//! `verify FILE` checks a file's trailer (decompressing it when needed) and its sidecar; `list`
+//! shows the backups in the directory. Each command refuses (exit 2) the shared flags it does
+//! not honour ([`Honours`]).
 #![warn(clippy::unwrap_used)]
 
 #[cfg(feature = "fault-injection")]

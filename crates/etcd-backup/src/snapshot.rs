@@ -283,8 +283,6 @@ pub async fn dry_run(opts: &SnapshotOptions) -> Result<String, BackupError> {
                 dir.join(f).display()
             ));
         }
-    }
-    if exists {
         for f in sweep_temp_files(dir, std::time::SystemTime::now(), false)? {
             out.push(format!(
                 "delete {}: left by an interrupted run",
@@ -441,6 +439,8 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
     }
     info!(file = %final_path.display(), revision, size, snapshot_size = checked.size, "snapshot written and verified");
 
+    // Nothing below awaits: once the backup is in place, a signal cannot cut retention or the
+    // status short (the hashing of older backups runs to its end first).
     let plan = plan_prune(
         dir,
         &opts.node,
