@@ -9,6 +9,7 @@
 
 mod agents;
 mod common;
+mod cron;
 mod monitoring;
 mod rbac;
 mod workloads;
@@ -109,7 +110,7 @@ pub fn render(opts: &Options) -> anyhow::Result<BTreeMap<String, String>> {
             &[yaml(&secret)?],
         ),
     );
-    let rules = monitoring::rules(&config.etcd.backup.schedule);
+    let rules = monitoring::rules(&config.etcd.backup.schedule)?;
     out.insert(
         "monitoring/cpm-rules.yaml".to_string(),
         monitoring::render_rule_file(&rules)?,

@@ -11,9 +11,15 @@
 //!                   "file": "etcd-master-1-20260102T030400Z-rev42.db", "revision": 42,
 //!                   "sizeBytes": 20480, "durationSeconds": 1.5},
 //!   "lastFailure": {"timestamp": "2026-01-01T03:04:05Z", "timestampSeconds": 1767236645,
-//!                   "error": "not enough free space in /var/lib/etcd/backups: …"}
+//!                   "error": "not enough free space in /var/lib/etcd/backups: …"},
+//!   "lastRetention": {"timestampSeconds": 1767323045, "kept": 7, "deleted": 1,
+//!                     "futureCount": 1, "futureFiles": ["etcd-master-1-20301231T000000Z-rev1.db"],
+//!                     "unverifiedCount": 0, "unverifiedFiles": []}
 //! }
 //! ```
+//!
+//! `lastSuccess` and `lastRetention` are written together, after retention ran, and
+//! `lastSuccess.file` exists when they are written.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,6 +50,36 @@ pub struct BackupStatus {
     /// The last snapshot attempt that failed (kept after later successes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Failure>,
+    /// What retention found in the run of `last_success`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retention: Option<Retention>,
+}
+
+/// At most this many names are listed per kind in [`Retention`]; the counts are exact.
+pub const LISTED_NAMES: usize = 20;
+
+/// What retention found and did in one successful run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// When it ran, Unix seconds.
+    pub timestamp_seconds: i64,
+    /// Verified backups of the node kept, the new one included.
+    pub kept: u64,
+    /// Verified backups deleted.
+    pub deleted: u64,
+    /// Files named as the node's backups but dated in the future (beyond the skew allowance):
+    /// neither counted nor deleted.
+    pub future_count: u64,
+    /// Their names (at most [`LISTED_NAMES`]).
+    #[serde(default)]
+    pub future_files: Vec<String>,
+    /// Files named as the node's backups that do not match a sidecar: neither counted nor
+    /// deleted.
+    pub unverified_count: u64,
+    /// Their names (at most [`LISTED_NAMES`]).
+    #[serde(default)]
+    pub unverified_files: Vec<String>,
 }
 
 /// A successful snapshot.

@@ -12,6 +12,7 @@
 //! | `cpm_etcd_backup_last_success_timestamp_seconds` | gauge (0: no success recorded) | `node` |
 //! | `cpm_etcd_backup_last_size_bytes` | gauge (size of the last successful backup) | `node` |
 //! | `cpm_etcd_backup_last_failure_timestamp_seconds` | gauge (0: no failure recorded) | `node` |
+//! | `cpm_etcd_backup_ignored_files` | gauge (files named as the node's backups that the last successful run's retention neither counted nor deleted) | `node`, `reason` (`future`, `unverified`) |
 //!
 //! The backup gauges are read from the backup directory's status file
 //! ([`cpm_core::backup_status`]) at every scrape, so they follow the snapshot CronJob without
@@ -159,9 +160,11 @@ impl BackupStatusCollector {
         }));
     }
 
-    /// The exported values: last success time, last size, last failure time (0 when absent).
-    /// A missing file reads as no backup yet; an unreadable one is logged and exports nothing.
-    pub fn values(&self) -> Option<[i64; 3]> {
+    /// The exported values: last success time, last size, last failure time (0 when absent),
+    /// and the files the last retention ignored as dated in the future and as unverified (0
+    /// before any retention was recorded). A missing file reads as no backup yet; an unreadable
+    /// one is logged and exports nothing.
+    pub fn values(&self) -> Option<[i64; 5]> {
         let status = match backup_status::read(&self.path) {
             Ok(s) => s.unwrap_or_default(),
             Err(e) => {
@@ -172,13 +175,27 @@ impl BackupStatusCollector {
         let BackupStatus {
             last_success,
             last_failure,
+            last_retention,
         } = status;
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let retention = last_retention.unwrap_or_default();
         Some([
             last_success.as_ref().map_or(0, |s| s.timestamp_seconds),
-            last_success.map_or(0, |s| i64::try_from(s.size_bytes).unwrap_or(i64::MAX)),
+            last_success.map_or(0, |s| gauge(s.size_bytes)),
             last_failure.map_or(0, |f| f.timestamp_seconds),
+            gauge(retention.future_count),
+            gauge(retention.unverified_count),
         ])
     }
+}
+
+/// `node` and `reason` labels of `cpm_etcd_backup_ignored_files`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct IgnoredLabel {
+    /// The node whose backups these are.
+    pub node: String,
+    /// `future` or `unverified`.
+    pub reason: String,
 }
 
 impl Collector for BackupStatusCollector {
@@ -203,10 +220,24 @@ impl Collector for BackupStatusCollector {
                 "Unix time of the last failed etcd backup of this node (0: none recorded)",
             ),
         ];
-        for ((name, help), value) in names.into_iter().zip(values) {
+        let [success, size, failure, future, unverified] = values;
+        for ((name, help), value) in names.into_iter().zip([success, size, failure]) {
             let gauge = ConstGauge::new(value);
             let mut metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
             gauge.encode(metric.encode_family(&label)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "cpm_etcd_backup_ignored_files",
+            "Files named as this node's etcd backups that the last retention neither counted nor deleted, by reason (future: dated after now plus the skew allowance; unverified: no matching sidecar)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (reason, value) in [("future", future), ("unverified", unverified)] {
+            let labels = IgnoredLabel {
+                node: self.node.clone(),
+                reason: reason.to_string(),
+            };
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -244,6 +275,15 @@ mod tests {
                 duration_seconds: 1.5,
             }),
             last_failure: None,
+            last_retention: Some(cpm_core::backup_status::Retention {
+                timestamp_seconds: 1_767_323_045,
+                kept: 3,
+                deleted: 1,
+                future_count: 2,
+                future_files: vec![],
+                unverified_count: 1,
+                unverified_files: vec![],
+            }),
         };
         backup_status::write(&dir.path().join(backup_status::FILE_NAME), &status).expect("write");
         let text = scrape(&registry);
@@ -251,6 +291,8 @@ mod tests {
             "cpm_etcd_backup_last_success_timestamp_seconds{node=\"master-1\"} 1767323045\n",
             "cpm_etcd_backup_last_size_bytes{node=\"master-1\"} 20480\n",
             "cpm_etcd_backup_last_failure_timestamp_seconds{node=\"master-1\"} 0\n",
+            "cpm_etcd_backup_ignored_files{node=\"master-1\",reason=\"future\"} 2\n",
+            "cpm_etcd_backup_ignored_files{node=\"master-1\",reason=\"unverified\"} 1\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -4,7 +4,8 @@
 //! [`FAULT_ENV`] holds one fault: `truncate:<bytes>` cuts the stream, `write-error:<bytes>` fails
 //! the write past that many bytes, `free-space:<bytes>` pretends the filesystem has that much
 //! room, `pause:<bytes>:<marker>` writes `marker` after that many bytes and waits until the
-//! marker is removed (at most 30 s), so a test can kill etcd mid-stream.
+//! marker is removed (at most 30 s), so a test can kill etcd mid-stream. `remove-error` fails
+//! retention's first deletion.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub enum Fault {
     WriteError(u64),
     /// Pretend the filesystem has this many bytes available.
     FreeSpace(u64),
+    /// Fail retention's first deletion.
+    RemoveError,
     /// After this many bytes, write the marker file and sleep.
     Pause {
         /// Bytes before pausing.
@@ -37,6 +40,9 @@ pub enum Fault {
 impl Fault {
     /// Parses a [`FAULT_ENV`] value.
     pub fn parse(s: &str) -> Option<Self> {
+        if s == "remove-error" {
+            return Some(Self::RemoveError);
+        }
         let (kind, rest) = s.split_once(':')?;
         match kind {
             "truncate" => rest.parse().ok().map(Self::Truncate),

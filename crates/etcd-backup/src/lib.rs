@@ -2,10 +2,11 @@
 //!
 //! `snapshot` streams etcd's snapshot to a hidden temp file (optionally zstd-compressed on the
 //! way), checks etcd's sha256 trailer, fsyncs and renames it to
-//! `etcd-<node>-<UTC>-rev<revision>.db[.zst]`, writes a JSON sidecar and the status file, and
-//! only then prunes this node's old backups ([`retention`]). `verify FILE` checks a file's
-//! trailer (decompressing it when needed) and its sidecar; `list` shows the backups in the
-//! directory.
+//! `etcd-<node>-<UTC>-rev<revision>.db[.zst]`, writes a JSON sidecar, prunes this node's old
+//! verified backups ([`retention`]) and only then records the success in the status file.
+//! `verify FILE` checks a file's trailer (decompressing it when needed) and its sidecar; `list`
+//! shows the backups in the directory. Each command refuses (exit 2) the shared flags it does
+//! not honour ([`Honours`]).
 #![warn(clippy::unwrap_used)]
 
 #[cfg(feature = "fault-injection")]
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cpm_core::cli::CommonArgs;
+use cpm_core::cli::{CommonArgs, Honours};
 use cpm_core::exit::{Code, TERMINATION_LOG, report_fatal};
 
 use crate::retention::Policy;
@@ -43,18 +44,41 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Honours for Cli {
+    // A CronJob's one-shot tool: no reconcile loop (`--once`, `--admin-addr`,
+    // `--resync-seconds`), nothing to compare for `--check` (a snapshot always writes), no CA
+    // bundle and no Kubernetes API.
+    const NEVER: &'static [&'static str] = &[
+        "pki_dir",
+        "kubeconfig",
+        "once",
+        "check",
+        "admin_addr",
+        "resync_seconds",
+    ];
+
+    fn unhonoured(&self) -> &'static [&'static str] {
+        match self.command {
+            // Honours everything the binary offers: --dry-run prints the plan.
+            Command::Snapshot { .. } => &[],
+            // Reads FILE and its sidecar, nothing else.
+            Command::Verify { .. } => &["root", "config", "node_name", "node_ip", "dry_run", "dir"],
+            // Reads the directory (--dir, else the config's under --root); writes nothing.
+            Command::List { .. } => &["node_name", "node_ip", "dry_run"],
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Take a verified snapshot, then prune this node's old ones.
+    /// Take a verified snapshot, then prune this node's old ones (`--dry-run`: print what would
+    /// be written and deleted, change nothing).
     Snapshot {
-        /// etcd client URL.
-        #[arg(
-            long,
-            env = "CPM_ETCD_ENDPOINT",
-            default_value = "https://127.0.0.1:2379"
-        )]
-        endpoint: String,
+        /// etcd client URL (default: this node's member, `https://<node IP>:2379` with the node
+        /// IP from `--node-ip` or `NODE_IP`, else `https://127.0.0.1:2379`).
+        #[arg(long, env = "CPM_ETCD_ENDPOINT")]
+        endpoint: Option<String>,
         /// Backups of this node to keep, the new one included (default: `etcd.backup.keep`).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
@@ -185,7 +209,7 @@ impl BackupError {
 /// Runs the command line; returns the exit code.
 pub async fn run(cli: Cli) -> Code {
     match run_inner(&cli).await {
-        Ok(()) => Code::Ok,
+        Ok(code) => code,
         Err(e) => {
             report_fatal(&e, Path::new(TERMINATION_LOG));
             e.code()
@@ -193,7 +217,7 @@ pub async fn run(cli: Cli) -> Code {
     }
 }
 
-async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
+async fn run_inner(cli: &Cli) -> Result<Code, BackupError> {
     match &cli.command {
         Command::Verify { file } => {
             let v = store::verify_file(file)?;
@@ -215,11 +239,12 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
                 v.size,
                 v.sha256
             );
-            Ok(())
+            Ok(Code::Ok)
         }
         Command::List { output } => {
             let dir = backup_dir(cli)?;
-            print_list(&dir, *output)
+            print_list(&dir, *output)?;
+            Ok(Code::Ok)
         }
         Command::Snapshot {
             endpoint,
@@ -228,8 +253,20 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
             keep_weekly,
             compress,
         } => {
-            let opts =
-                snapshot_options(cli, endpoint, [*keep, *keep_daily, *keep_weekly], *compress)?;
+            let endpoint = endpoint
+                .clone()
+                .unwrap_or_else(|| default_endpoint(cli.common.node_ip().ok()));
+            let opts = snapshot_options(
+                cli,
+                &endpoint,
+                [*keep, *keep_daily, *keep_weekly],
+                *compress,
+            )?;
+            if cli.common.dry_run {
+                // Changes nothing, so there is no failure to record either.
+                let plan = snapshot::dry_run(&opts).await?;
+                return Ok(cpm_core::exit::print(&plan));
+            }
             let result = tokio::select! {
                 r = snapshot::snapshot(&opts) => r,
                 () = shutdown_signal() => Err(BackupError::Interrupted),
@@ -248,7 +285,7 @@ async fn run_inner(cli: &Cli) -> Result<(), BackupError> {
                 outcome.sidecar.size,
                 outcome.sidecar.sha256
             );
-            Ok(())
+            Ok(Code::Ok)
         }
     }
 }
@@ -265,6 +302,16 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// The client URL of this node's etcd member as cpm-etcd renders it (`https://<ip>:2379`), or
+/// the loopback listener when the node IP is unknown.
+pub fn default_endpoint(node_ip: Option<std::net::IpAddr>) -> String {
+    match node_ip {
+        Some(std::net::IpAddr::V6(ip)) => format!("https://[{ip}]:2379"),
+        Some(std::net::IpAddr::V4(ip)) => format!("https://{ip}:2379"),
+        None => "https://127.0.0.1:2379".to_string(),
     }
 }
 

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = etcd_backup::Cli::parse();
+    let cli = cpm_core::cli::parse::<etcd_backup::Cli>();
     cpm_core::telemetry::init(cli.common.log_format, &cli.common.log_level);
     cpm_core::runner::block_on(etcd_backup::run(cli))
 }

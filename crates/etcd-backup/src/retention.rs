@@ -8,14 +8,29 @@
 //! - `weekly`: the same for ISO weeks (Monday to Sunday, UTC).
 //!
 //! Days and weeks without a backup do not count, so a gap in the schedule never makes retention
-//! delete older generations faster. Everything not selected is deleted; the newest backup (the
-//! one just written) is always kept, since `keep` is at least 1.
+//! delete older generations faster. Everything not selected is deleted, except the pinned
+//! backup (the one just written), which is always kept, whatever the names of the others say.
+//!
+//! Which backups reach [`select`] at all is decided before it (`store::plan_prune`): only this
+//! node's verified backups, and none whose name is dated after now plus [`FUTURE_SKEW`]
+//! ([`is_future`]).
 
 use std::collections::BTreeSet;
 
-use time::Date;
+use time::{Date, PrimitiveDateTime};
 
 use crate::store::BackupName;
+
+/// How far past the clock a backup's name may be dated and still be ordered by it: clocks of
+/// masters drift and NTP steps them back, so a backup taken a moment ago on a fast clock is
+/// still an ordinary backup. Anything later is not something this tool wrote recently and its
+/// name cannot be trusted for ordering: it is neither counted nor deleted, only reported.
+pub const FUTURE_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Whether `name` is dated after `now` plus [`FUTURE_SKEW`] (both UTC).
+pub fn is_future(name: &BackupName, now: PrimitiveDateTime) -> bool {
+    name.time > now.saturating_add(FUTURE_SKEW)
+}
 
 /// The retention policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +43,22 @@ pub struct Policy {
     pub weekly: usize,
 }
 
-/// Splits one node's backups into (kept, deleted), each newest first.
+/// Splits one node's backups into (kept, deleted), each newest first. `pinned` (the backup just
+/// written) is always kept and takes one of the `keep` places, even when its name is older than
+/// others' (after the clock was stepped back).
 pub fn select<'a>(
     backups: &'a [BackupName],
+    pinned: Option<&BackupName>,
     policy: &Policy,
 ) -> (Vec<&'a BackupName>, Vec<&'a BackupName>) {
     let mut sorted: Vec<&BackupName> = backups.iter().collect();
     sorted.sort_by(|a, b| b.order_key().cmp(&a.order_key()));
-    let mut kept = vec![false; sorted.len()];
-    for k in kept.iter_mut().take(policy.keep) {
+    let mut kept: Vec<bool> = sorted.iter().map(|b| Some(*b) == pinned).collect();
+    // The pinned backup takes one of the `keep` places; the newest others take the rest.
+    let others = policy
+        .keep
+        .saturating_sub(kept.iter().filter(|k| **k).count());
+    for k in kept.iter_mut().filter(|k| !**k).take(others) {
         *k = true;
     }
     newest_per_bucket(

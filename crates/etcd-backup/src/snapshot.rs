@@ -1,14 +1,14 @@
 //! `etcd-backup snapshot`: the free-space check, the snapshot streamed to a hidden temp file in
 //! the backup directory (constant memory, optionally zstd-compressed on the way), the trailer
-//! verified, fsync, rename, sidecar, status file, and only then retention.
+//! verified, fsync, rename, sidecar, retention, and only then the status file.
 
 use std::io::IsTerminal;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cpm_core::apply::write_atomic;
-use cpm_core::backup_status::{self, BackupStatus, Failure, Success};
+use cpm_core::backup_status::{self, BackupStatus, Failure, LISTED_NAMES, Retention, Success};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::PrimitiveDateTime;
@@ -18,7 +18,10 @@ use tracing::{info, warn};
 
 use crate::BackupError;
 use crate::retention::Policy;
-use crate::store::{BackupName, Compression, IoError, Sidecar, TEMP_PREFIX, prune, sync_dir};
+use crate::store::{
+    BackupName, Compression, IoError, PrunePlan, Sidecar, apply_prune, plan_prune,
+    sweep_temp_files, sync_dir, temp_name,
+};
 use crate::trailer::{TrailerHasher, hex};
 
 /// How long the stream may go without a message before the snapshot is abandoned.
@@ -72,6 +75,9 @@ pub struct Outcome {
 struct TempGuard {
     path: PathBuf,
     armed: bool,
+    /// A handle holding the temp file's exclusive `flock` until the end of the run, so a
+    /// concurrent run's sweep never takes it for a crashed run's leftover.
+    _lock: Option<std::fs::File>,
 }
 
 impl Drop for TempGuard {
@@ -166,14 +172,20 @@ impl Progress {
     }
 }
 
-/// Takes one snapshot; see the module docs for the order of steps.
-pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
-    let dir = &opts.dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(IoError::on("create directory", dir))?;
+/// What etcd reported just before the snapshot, and the name the backup gets.
+struct Probe {
+    client: etcd_client::Client,
+    revision: i64,
+    member_id: u64,
+    db_size: u64,
+    version: String,
+    /// The start time (UTC), in the name to the second.
+    now: OffsetDateTime,
+    name: BackupName,
+}
+
+/// Connects to etcd and asks for its status: the revision and start time name the backup.
+async fn probe(opts: &SnapshotOptions) -> Result<Probe, BackupError> {
     let mut client = cpm_core::etcd::connect(&opts.etcd).await?;
     let status = client.status().await.map_err(|source| BackupError::Etcd {
         what: "status",
@@ -182,17 +194,6 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
     let (revision, member_id) = status
         .header()
         .map_or((0, 0), |h| (h.revision(), h.member_id()));
-    let db_size = u64::try_from(status.db_size()).unwrap_or(0);
-    #[cfg(feature = "fault-injection")]
-    let free_space = match opts.fault() {
-        Some(crate::fault::Fault::FreeSpace(n)) => Some(*n),
-        _ => None,
-    };
-    #[cfg(not(feature = "fault-injection"))]
-    let free_space = None;
-    check_space(dir, db_size, free_space)?;
-
-    let started = Instant::now();
     let now = OffsetDateTime::now_utc();
     let name = BackupName {
         node: opts.node.clone(),
@@ -203,17 +204,139 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         revision,
         compression: opts.compression,
     };
+    Ok(Probe {
+        client,
+        revision,
+        member_id,
+        db_size: u64::try_from(status.db_size()).unwrap_or(0),
+        version: status.version().to_string(),
+        now,
+        name,
+    })
+}
+
+/// `--dry-run`: connects to etcd and returns, as lines for stdout, what [`snapshot`] would do
+/// now: the directory it would create or tighten, the backup and sidecar it would write (the
+/// name it would have at this second), the backups retention would delete and keep, the files it
+/// would ignore, the status file. Changes nothing: no directory, no temp file, no status, no
+/// deletion. Fails as the snapshot would (etcd unreachable, not enough free space, the name
+/// taken).
+pub async fn dry_run(opts: &SnapshotOptions) -> Result<String, BackupError> {
+    let dir = &opts.dir;
+    let mut out = Vec::new();
+    let exists = match std::fs::metadata(dir) {
+        Ok(md) => {
+            let mode = md.permissions().mode() & 0o7777;
+            if mode != 0o700 {
+                out.push(format!("mode {mode:04o} -> 0700 {}", dir.display()));
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.push(format!("mkdir 0700 {}", dir.display()));
+            false
+        }
+        Err(e) => return Err(IoError::on("stat", dir)(e).into()),
+    };
+    let p = probe(opts).await?;
+    // The space check runs on the filesystem the directory would be created on.
+    let existing = dir.ancestors().find(|a| a.is_dir()).unwrap_or(dir);
+    check_space(existing, p.db_size, None)?;
+    let final_path = dir.join(p.name.file_name());
+    if final_path.exists() {
+        return Err(BackupError::Exists(final_path));
+    }
+    out.push(format!(
+        "create {} (etcd {} member {:x}, revision {}, database {} bytes)",
+        final_path.display(),
+        p.version,
+        p.member_id,
+        p.revision,
+        p.db_size
+    ));
+    out.push(format!(
+        "create {}",
+        dir.join(p.name.sidecar_name()).display()
+    ));
+    if exists {
+        let plan = plan_prune(dir, &opts.node, &opts.policy, &p.name, utc(p.now))?;
+        for f in plan.keep.iter().filter(|f| **f != p.name.file_name()) {
+            out.push(format!("keep {}", dir.join(f).display()));
+        }
+        for f in &plan.delete {
+            out.push(format!("delete {}", dir.join(f).display()));
+            out.push(format!(
+                "delete {}",
+                dir.join(format!("{f}.json")).display()
+            ));
+        }
+        for f in &plan.future {
+            out.push(format!(
+                "ignore {}: dated after now + {} s",
+                dir.join(f).display(),
+                crate::retention::FUTURE_SKEW.whole_seconds()
+            ));
+        }
+        for (f, why) in &plan.unverified {
+            out.push(format!(
+                "ignore {}: not verified: {why}",
+                dir.join(f).display()
+            ));
+        }
+        for f in sweep_temp_files(dir, std::time::SystemTime::now(), false)? {
+            out.push(format!(
+                "delete {}: left by an interrupted run",
+                dir.join(f).display()
+            ));
+        }
+    }
+    let status = dir.join(backup_status::FILE_NAME);
+    let verb = if status.exists() { "replace" } else { "create" };
+    out.push(format!("{verb} {}", status.display()));
+    let mut text = out.join("\n");
+    text.push('\n');
+    Ok(text)
+}
+
+/// Takes one snapshot; see the module docs for the order of steps.
+pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
+    let dir = &opts.dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(IoError::on("create directory", dir))?;
+    tighten_dir(dir)?;
+    for f in sweep_temp_files(dir, std::time::SystemTime::now(), true)? {
+        info!(file = %f, "removed a temp file left by an interrupted run");
+    }
+    let Probe {
+        mut client,
+        revision,
+        member_id,
+        db_size,
+        version,
+        now,
+        name,
+    } = probe(opts).await?;
+    #[cfg(feature = "fault-injection")]
+    let free_space = match opts.fault() {
+        Some(crate::fault::Fault::FreeSpace(n)) => Some(*n),
+        _ => None,
+    };
+    #[cfg(not(feature = "fault-injection"))]
+    let free_space = None;
+    check_space(dir, db_size, free_space)?;
+
+    let started = Instant::now();
     let final_path = dir.join(name.file_name());
     if final_path.exists() {
         return Err(BackupError::Exists(final_path));
     }
     let mut guard = TempGuard {
-        path: dir.join(format!(
-            "{TEMP_PREFIX}{}-{:08x}.tmp",
-            std::process::id(),
-            rand::random::<u32>()
-        )),
+        path: dir.join(temp_name(std::process::id(), rand::random::<u32>())),
         armed: true,
+        _lock: None,
     };
     let tmp = guard.path.clone();
     let file = std::fs::OpenOptions::new()
@@ -222,6 +345,14 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(IoError::on("create", &tmp))?;
+    let lock = file.try_clone().map_err(IoError::on("lock", &tmp))?;
+    lock.try_lock().map_err(|e| {
+        IoError::on("lock", &tmp)(match e {
+            std::fs::TryLockError::Error(e) => e,
+            std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
+        })
+    })?;
+    guard._lock = Some(lock);
     let zstd = match opts.compression {
         Compression::None => None,
         Compression::Zstd => Some(
@@ -297,7 +428,7 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         compression: opts.compression,
         snapshot_sha256: compressed.then(|| checked.sha256.clone()),
         snapshot_size: compressed.then_some(checked.size),
-        etcd_version: status.version().to_string(),
+        etcd_version: version,
         member_id: format!("{member_id:x}"),
         duration_seconds: started.elapsed().as_secs_f64(),
     };
@@ -306,6 +437,36 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         let _ = std::fs::remove_file(&final_path);
         return Err(e);
     }
+    info!(file = %final_path.display(), revision, size, snapshot_size = checked.size, "snapshot written and verified");
+
+    // Nothing below awaits: once the backup is in place, a signal cannot cut retention or the
+    // status short (the hashing of older backups runs to its end first).
+    let plan = plan_prune(
+        dir,
+        &opts.node,
+        &opts.policy,
+        &name,
+        utc(OffsetDateTime::now_utc()),
+    )?;
+    report_ignored(&plan);
+    #[cfg(feature = "fault-injection")]
+    if let (Some(crate::fault::Fault::RemoveError), Some(first)) =
+        (opts.fault(), plan.delete.first())
+    {
+        return Err(
+            IoError::on("remove old backup", &dir.join(first))(std::io::Error::other(
+                "injected remove failure (CPM_ETCD_BACKUP_FAULT)",
+            ))
+            .into(),
+        );
+    }
+    let pruned = apply_prune(dir, &plan)?;
+    for p in &pruned {
+        info!(file = %p, "old backup removed");
+    }
+    // Success is recorded only now, and only for a backup that is still there.
+    let stored = std::fs::symlink_metadata(&final_path)
+        .map_err(IoError::on("stat the new backup", &final_path))?;
     let done = OffsetDateTime::now_utc();
     let mut status_file = read_status(dir);
     status_file.last_success = Some(Success {
@@ -313,21 +474,73 @@ pub async fn snapshot(opts: &SnapshotOptions) -> Result<Outcome, BackupError> {
         timestamp_seconds: done.unix_timestamp(),
         file: name.file_name(),
         revision,
-        size_bytes: size,
+        size_bytes: stored.len(),
         duration_seconds: sidecar.duration_seconds,
     });
+    status_file.last_retention = Some(retention_status(&plan, pruned.len(), done));
     let status_path = dir.join(backup_status::FILE_NAME);
     backup_status::write(&status_path, &status_file)?;
-    info!(file = %final_path.display(), revision, size, snapshot_size = checked.size, "snapshot written and verified");
-    let pruned = prune(dir, &opts.node, &opts.policy)?;
-    for p in &pruned {
-        info!(file = %p, "old backup removed");
-    }
     Ok(Outcome {
         path: final_path,
         sidecar,
         pruned,
     })
+}
+
+/// A UTC date-time without offset, as in backup names.
+fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+/// Logs, once each, the files retention neither counts nor deletes.
+fn report_ignored(plan: &PrunePlan) {
+    for f in &plan.future {
+        warn!(
+            file = %f,
+            skew_seconds = crate::retention::FUTURE_SKEW.whole_seconds(),
+            "named as this node's backup but dated in the future: not counted, not deleted"
+        );
+    }
+    for (f, why) in &plan.unverified {
+        warn!(file = %f, reason = %why, "named as this node's backup but not verified: not counted, not deleted");
+    }
+}
+
+/// The status file's record of one retention run.
+fn retention_status(plan: &PrunePlan, deleted: usize, at: OffsetDateTime) -> Retention {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Retention {
+        timestamp_seconds: at.unix_timestamp(),
+        kept: count(plan.keep.len()),
+        deleted: count(deleted),
+        future_count: count(plan.future.len()),
+        future_files: plan.future.iter().take(LISTED_NAMES).cloned().collect(),
+        unverified_count: count(plan.unverified.len()),
+        unverified_files: plan
+            .unverified
+            .iter()
+            .take(LISTED_NAMES)
+            .map(|(f, _)| f.clone())
+            .collect(),
+    }
+}
+
+/// The backup directory's mode (PRODUCT.md §2: 0700, owned by etcd-backup): backups hold every
+/// secret of the cluster. A directory created by someone else (the kubelet makes hostPath
+/// directories 0755) is set to 0700.
+fn tighten_dir(dir: &Path) -> Result<(), BackupError> {
+    let mode = std::fs::metadata(dir)
+        .map_err(IoError::on("stat", dir))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(IoError::on("chmod 0700", dir))?;
+        info!(dir = %dir.display(), from = %format!("{mode:04o}"), "backup directory set to 0700");
+    }
+    Ok(())
 }
 
 /// Records a failed attempt in the status file (best effort: a warning when that fails too,

@@ -2,8 +2,9 @@
 //! file on disk.
 //!
 //! A backup is `etcd-<node>-<YYYYMMDDTHHMMSSZ>-rev<revision>.db` (`.db.zst` when compressed)
-//! with a JSON sidecar `<same>.json`. Retention only ever touches files of that shape for this
-//! node.
+//! with a JSON sidecar `<same>.json`. Retention only ever deletes files of that shape for this
+//! node, and of those only verified backups: the sidecar exists, names the file, and records
+//! its size and sha256 ([`check_against_sidecar`]). A name alone is never trusted.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,90 @@ use time::macros::format_description;
 use crate::retention::{self, Policy};
 use crate::trailer::{Checked, TrailerError, TrailerHasher, hex};
 
-/// Prefix of in-progress temp files (hidden, in the backup directory).
+/// Prefix of in-progress temp files (hidden, in the backup directory):
+/// `.etcd-backup-<pid>-<8 hex digits>.tmp`.
 pub const TEMP_PREFIX: &str = ".etcd-backup-";
+
+/// A temp file left unmodified this long, and locked by no process, is a crashed run's
+/// leftover ([`sweep_temp_files`]). The lock is the real test (a live run holds it from the
+/// moment it creates the file); the age only covers the instant between creating the file
+/// and locking it.
+pub const TEMP_SWEEP_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The temp file name of a run: `.etcd-backup-<pid>-<random>.tmp`.
+pub fn temp_name(pid: u32, random: u32) -> String {
+    format!("{TEMP_PREFIX}{pid}-{random:08x}.tmp")
+}
+
+/// Whether `name` is exactly the shape [`temp_name`] makes (nothing else is ever swept).
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(TEMP_PREFIX)
+        .and_then(|r| r.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let Some((pid, random)) = rest.split_once('-') else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 8
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Temp files of crashed runs in `dir`: named by [`temp_name`], regular files, unmodified for
+/// [`TEMP_SWEEP_AGE`] before `now`, and not locked by any process (a run holds an exclusive
+/// `flock` on its temp file until it is renamed). Removes them when `remove` (each while
+/// holding its lock, so no run can take it over meanwhile); returns their names. A file that
+/// cannot be checked or removed is left, with a warning.
+pub fn sweep_temp_files(
+    dir: &Path,
+    now: std::time::SystemTime,
+    remove: bool,
+) -> Result<Vec<String>, IoError> {
+    let mut swept = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(IoError::on("read directory", dir))?;
+    for entry in rd {
+        let entry = entry.map_err(IoError::on("read directory", dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !is_temp_name(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= TEMP_SWEEP_AGE));
+        if !stale {
+            continue;
+        }
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot check a leftover temp file");
+                continue;
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot check a leftover temp file");
+                continue;
+            }
+        }
+        if remove && let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove a leftover temp file");
+            continue;
+        }
+        swept.push(name);
+    }
+    swept.sort();
+    Ok(swept)
+}
 
 /// The zstd frame magic number, the first four bytes of a zstd file.
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -232,26 +315,180 @@ fn backups(dir: &Path) -> Result<Vec<BackupName>, IoError> {
     Ok(out)
 }
 
-/// Deletes this node's backups (and their sidecars) that `policy` does not keep (see
-/// [`retention`]); returns the deleted backup names, newest first. Nothing else in `dir` is
-/// touched.
-pub fn prune(dir: &Path, node: &str, policy: &Policy) -> Result<Vec<String>, IoError> {
-    let mine: Vec<_> = backups(dir)?
+/// Why a file named as one of this node's backups does not count as a verified backup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unverified {
+    /// No sidecar next to it.
+    #[error("no sidecar {sidecar}")]
+    NoSidecar {
+        /// The sidecar's name.
+        sidecar: String,
+    },
+    /// The sidecar does not parse.
+    #[error("sidecar {sidecar} is not valid: {reason}")]
+    BadSidecar {
+        /// The sidecar's name.
+        sidecar: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// The sidecar describes another file.
+    #[error("sidecar {sidecar} describes {described}")]
+    OtherFile {
+        /// The sidecar's name.
+        sidecar: String,
+        /// Its `file` field.
+        described: String,
+    },
+    /// Size or sha256 differ from the sidecar.
+    #[error("{field} is {actual}, its sidecar {sidecar} says {expected}")]
+    Mismatch {
+        /// The sidecar's name.
+        sidecar: String,
+        /// `size` or `sha256`.
+        field: &'static str,
+        /// The sidecar's value.
+        expected: String,
+        /// The file's.
+        actual: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read it: {0}")]
+    Unreadable(String),
+}
+
+/// Checks that `dir/<name>` is a verified backup: its sidecar exists, parses, names this file,
+/// and records the file's size and sha256. The size is compared first (no read when it
+/// differs); then the whole file is hashed in constant memory (1 MiB buffer). Nothing is
+/// cached: every call reads every byte, see the README for the cost.
+pub fn check_against_sidecar(dir: &Path, name: &BackupName) -> Result<(), Unverified> {
+    let sidecar_name = name.sidecar_name();
+    let bytes = match std::fs::read(dir.join(&sidecar_name)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Unverified::NoSidecar {
+                sidecar: sidecar_name,
+            });
+        }
+        Err(e) => return Err(Unverified::Unreadable(format!("{sidecar_name}: {e}"))),
+    };
+    let sidecar: Sidecar = serde_json::from_slice(&bytes).map_err(|e| Unverified::BadSidecar {
+        sidecar: sidecar_name.clone(),
+        reason: e.to_string(),
+    })?;
+    let file_name = name.file_name();
+    if sidecar.file != file_name {
+        return Err(Unverified::OtherFile {
+            sidecar: sidecar_name,
+            described: sidecar.file,
+        });
+    }
+    let path = dir.join(&file_name);
+    let size = std::fs::symlink_metadata(&path)
+        .map_err(|e| Unverified::Unreadable(e.to_string()))?
+        .len();
+    let mismatch = |field, expected: String, actual: String| Unverified::Mismatch {
+        sidecar: sidecar_name.clone(),
+        field,
+        expected,
+        actual,
+    };
+    if size != sidecar.size {
+        return Err(mismatch("size", sidecar.size.to_string(), size.to_string()));
+    }
+    let (len, sha256) = hash_file(&path).map_err(|e| Unverified::Unreadable(e.to_string()))?;
+    if len != sidecar.size {
+        return Err(mismatch("size", sidecar.size.to_string(), len.to_string()));
+    }
+    if sha256 != sidecar.sha256 {
+        return Err(mismatch("sha256", sidecar.sha256, sha256));
+    }
+    Ok(())
+}
+
+/// Size and sha256 (hex) of a file, read 1 MiB at a time.
+fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut r = Hashing {
+        inner: std::fs::File::open(path)?,
+        hash: Sha256::new(),
+        len: 0,
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((r.len, hex(&r.hash.finalize())))
+}
+
+/// What retention would do in the backup directory: the verdict on each of this node's files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunePlan {
+    /// Verified backups kept (the new one included), newest first.
+    pub keep: Vec<String>,
+    /// Verified backups to delete with their sidecars, newest first.
+    pub delete: Vec<String>,
+    /// Named as this node's backups but dated after now plus [`retention::FUTURE_SKEW`]:
+    /// neither counted nor deleted.
+    pub future: Vec<String>,
+    /// Named as this node's backups but not verified (file name, why): neither counted nor
+    /// deleted.
+    pub unverified: Vec<(String, Unverified)>,
+}
+
+/// Decides retention for this node's backups in `dir` (see [`retention`]), `written` being the
+/// new backup (pinned: never deleted; it need not exist yet, for `--dry-run`) and `now` the UTC
+/// clock. Every other backup of this node not dated in the future is hashed against its
+/// sidecar ([`check_against_sidecar`]); only verified ones are counted and may be deleted.
+/// Reads only.
+pub fn plan_prune(
+    dir: &Path,
+    node: &str,
+    policy: &Policy,
+    written: &BackupName,
+    now: PrimitiveDateTime,
+) -> Result<PrunePlan, IoError> {
+    let mut plan = PrunePlan::default();
+    let mut verified = vec![written.clone()];
+    let mut mine: Vec<BackupName> = backups(dir)?
         .into_iter()
-        .filter(|n| n.node == node)
+        .filter(|n| n.node == node && n.file_name() != written.file_name())
         .collect();
-    let (_, delete) = retention::select(&mine, policy);
+    mine.sort_by(|a, b| b.order_key().cmp(&a.order_key()));
+    for n in mine {
+        if retention::is_future(&n, now) {
+            plan.future.push(n.file_name());
+            continue;
+        }
+        match check_against_sidecar(dir, &n) {
+            Ok(()) => verified.push(n),
+            Err(why) => plan.unverified.push((n.file_name(), why)),
+        }
+    }
+    let (keep, delete) = retention::select(&verified, Some(written), policy);
+    plan.keep = keep.iter().map(|n| n.file_name()).collect();
+    plan.delete = delete.iter().map(|n| n.file_name()).collect();
+    Ok(plan)
+}
+
+/// Deletes the backups `plan` marks for deletion, each with its sidecar; returns the deleted
+/// names. Nothing else in `dir` is touched.
+pub fn apply_prune(dir: &Path, plan: &PrunePlan) -> Result<Vec<String>, IoError> {
     let mut deleted = Vec::new();
-    for n in delete {
-        let db = dir.join(n.file_name());
+    for name in &plan.delete {
+        let db = dir.join(name);
         std::fs::remove_file(&db).map_err(IoError::on("remove old backup", &db))?;
-        let sidecar = dir.join(n.sidecar_name());
+        let sidecar = dir.join(format!("{name}.json"));
         match std::fs::remove_file(&sidecar) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(IoError::on("remove old sidecar", &sidecar)(e)),
         }
-        deleted.push(n.file_name());
+        deleted.push(name.clone());
     }
     if !deleted.is_empty() {
         sync_dir(dir)?;
@@ -443,42 +680,4 @@ pub fn verify_file(path: &Path) -> Result<Verified, VerifyError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_foreign_names_do_not_parse() {
-        let time = time::macros::datetime!(2026-01-01 01:02:03);
-        for (compression, name) in [
-            (Compression::None, "etcd-master-1-20260101T010203Z-rev42.db"),
-            (
-                Compression::Zstd,
-                "etcd-master-1-20260101T010203Z-rev42.db.zst",
-            ),
-        ] {
-            let n = BackupName {
-                node: "master-1".into(),
-                time,
-                revision: 42,
-                compression,
-            };
-            assert_eq!(n.file_name(), name);
-            assert_eq!(n.sidecar_name(), format!("{name}.json"));
-            assert_eq!(BackupName::parse(&n.file_name()), Some(n));
-        }
-        for bad in [
-            "etcd-master-1-20260101T010203Z-rev42.db.json",
-            "etcd-master-1-20260101T010203Z-rev42.db.zst.json",
-            "etcd-master-1-20260101T010203Z-rev42.zst",
-            "etcd-master-1-20260101T010203Z-rev.db",
-            "etcd-master-1-2026010T010203Z-rev1.db",
-            "etcd-master-1-20261301T010203Z-rev1.db",
-            "etcd-master-1-20260101T250203Z-rev1.db",
-            "etcd--20260101T010203Z-rev1.db",
-            "snapshot.db",
-            "etcd-master-1-20260101T010203Z-rev1x.db",
-        ] {
-            assert_eq!(BackupName::parse(bad), None, "{bad}");
-        }
-    }
-}
+mod tests;

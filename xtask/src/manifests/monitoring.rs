@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -70,27 +71,24 @@ fn alert(
     }
 }
 
-/// The period of a cron schedule in seconds, for the simple shapes cpm's configuration uses
-/// (`M */N * * *`, `M H * * *`, `*/N * * * *`); one day otherwise.
-pub fn schedule_period_seconds(schedule: &str) -> u64 {
-    let f: Vec<&str> = schedule.split_whitespace().collect();
-    let every = |s: &str| s.strip_prefix("*/").and_then(|n| n.parse::<u64>().ok());
-    match f.as_slice() {
-        [m, h, "*", "*", "*"] if m.parse::<u64>().is_ok() => match every(h) {
-            Some(n) if n > 0 => n * 3600,
-            _ => 86400,
-        },
-        [m, "*", "*", "*", "*"] => match every(m) {
-            Some(n) if n > 0 => n * 60,
-            _ => 3600,
-        },
-        _ => 86400,
+/// A duration for people: whole days from two days up, else hours.
+fn human(seconds: u64) -> String {
+    if seconds >= 2 * 86400 && seconds.is_multiple_of(86400) {
+        format!("{} days", seconds / 86400)
+    } else if seconds.is_multiple_of(3600) {
+        format!("{} hours", seconds / 3600)
+    } else {
+        format!("{} minutes", seconds / 60)
     }
 }
 
-/// Every alert, grouped. `backup_schedule` sets the backup age threshold (twice its period).
-pub fn rules(backup_schedule: &str) -> RuleFile {
-    let backup_max_age = 2 * schedule_period_seconds(backup_schedule);
+/// Every alert, grouped. `backup_schedule` (the CronJob's) sets the backup age threshold: twice
+/// its longest gap between runs ([`super::cron`]), so a weekly schedule waits two weeks, not two
+/// days.
+pub fn rules(backup_schedule: &str) -> anyhow::Result<RuleFile> {
+    let backup_max_age = 2 * super::cron::Schedule::parse(backup_schedule)
+        .and_then(|s| s.longest_gap_seconds())
+        .context("etcd.backup.schedule")?;
     let etcd = RuleGroup {
         name: "cpm-etcd".to_string(),
         rules: vec![
@@ -149,9 +147,18 @@ pub fn rules(backup_schedule: &str) -> RuleFile {
                 "etcd-backup-too-old",
                 "No recent etcd backup",
                 &format!(
-                    "The last successful etcd backup on {{{{ $labels.node }}}} is older than {} hours (twice the backup schedule).",
-                    backup_max_age / 3600
+                    "The last successful etcd backup on {{{{ $labels.node }}}} is older than {} (twice the longest gap of the backup schedule).",
+                    human(backup_max_age)
                 ),
+            ),
+            alert(
+                "CpmEtcdBackupFilesIgnored",
+                "cpm_etcd_backup_ignored_files > 0",
+                "1h",
+                "warning",
+                "etcd-backup-files-ignored",
+                "Files in the etcd backup directory that retention ignores",
+                "{{ $value }} file(s) named as etcd backups of {{ $labels.node }} are ignored by retention ({{ $labels.reason }}): neither counted toward the kept backups nor deleted.",
             ),
         ],
     };
@@ -264,9 +271,9 @@ pub fn rules(backup_schedule: &str) -> RuleFile {
             ),
         ],
     };
-    RuleFile {
+    Ok(RuleFile {
         groups: vec![etcd, control_plane, cpm],
-    }
+    })
 }
 
 fn metadata(name: &str, extra: &[(&str, &str)]) -> Value {

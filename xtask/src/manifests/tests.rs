@@ -540,7 +540,7 @@ const COMMITTED_RULES: &str = "../../manifests/monitoring/cpm-rules.yaml";
 
 #[test]
 fn every_alert_has_firing_and_quiet_promtool_cases() {
-    let rules = monitoring::rules("0 */6 * * *");
+    let rules = monitoring::rules("0 */6 * * *").unwrap();
     let text = std::fs::read_to_string(workspace_root().join(PROMTOOL_TESTS)).unwrap();
     let tests: Value = serde_saphyr::from_str(&text).unwrap();
     let mut firing = BTreeSet::new();
@@ -603,18 +603,127 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     );
 }
 
-#[test]
-fn backup_age_threshold_is_twice_the_schedule() {
-    assert_eq!(monitoring::schedule_period_seconds("0 */6 * * *"), 6 * 3600);
-    assert_eq!(monitoring::schedule_period_seconds("30 2 * * *"), 86400);
-    assert_eq!(monitoring::schedule_period_seconds("*/15 * * * *"), 900);
-    assert_eq!(monitoring::schedule_period_seconds("0 0 * * 1"), 86400);
-    let rules = monitoring::rules("0 */6 * * *");
-    let backup = rules
+fn backup_alert(schedule: &str) -> monitoring::Alert {
+    monitoring::rules(schedule)
+        .unwrap()
         .groups
-        .iter()
-        .flat_map(|g| &g.rules)
+        .into_iter()
+        .flat_map(|g| g.rules)
         .find(|r| r.alert == "CpmEtcdBackupTooOld")
-        .unwrap();
-    assert!(backup.expr.ends_with("> 43200"), "{}", backup.expr);
+        .unwrap()
+}
+
+#[test]
+fn backup_age_threshold_is_twice_the_longest_gap_of_the_schedule() {
+    let six_hourly = backup_alert("0 */6 * * *");
+    assert!(six_hourly.expr.ends_with("> 43200"), "{}", six_hourly.expr);
+    assert!(
+        six_hourly.annotations["description"].contains("older than 12 hours"),
+        "{:?}",
+        six_hourly.annotations
+    );
+    // A weekly schedule: two weeks, not two days.
+    let weekly = backup_alert("0 0 * * 1");
+    assert!(weekly.expr.ends_with("> 1209600"), "{}", weekly.expr);
+    assert!(
+        weekly.annotations["description"].contains("older than 14 days"),
+        "{:?}",
+        weekly.annotations
+    );
+    assert!(backup_alert("*/30 * * * *").expr.ends_with("> 3600"));
+    let err = monitoring::rules("0 0 * * 8").unwrap_err();
+    assert!(
+        format!("{err:#}").contains("etcd.backup.schedule"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn backup_cronjob_mounts_exactly_what_etcd_backup_reads_and_names_every_path() {
+    let config = cpm_core::config::ControlPlaneConfiguration::parse(
+        &std::fs::read_to_string(workspace_root().join(EXAMPLE_CONFIG)).unwrap(),
+        Path::new(EXAMPLE_CONFIG),
+    )
+    .unwrap();
+    let job = workloads::backup_cronjob(&default_opts(), "master-1", &config.etcd.backup);
+    let job = serde_json::to_value(&job).unwrap();
+    let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    // Every path is an argument: nothing rests on a default that no mount backs.
+    assert_eq!(
+        args,
+        [
+            "--root=/host",
+            "--config=/config/config.yaml",
+            "--dir=/host/var/lib/etcd/backups",
+            "--log-format=json",
+            "snapshot"
+        ]
+    );
+    let env: Vec<(&str, &str)> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [("NODE_NAME", "spec.nodeName"), ("NODE_IP", "status.hostIP")]
+    );
+    let mounts: BTreeMap<&str, (&str, bool)> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                (m["mountPath"].as_str().unwrap(), m["readOnly"] == true),
+            )
+        })
+        .collect();
+    let mut host = BTreeMap::new();
+    for v in pod["volumes"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        let (at, read_only) = mounts[name];
+        if let Some(secret) = v.get("secret") {
+            // Only the configuration, read-only, owner-readable; never the CA bundle.
+            assert_eq!(secret["secretName"], "cpm-config", "{v}");
+            assert_eq!(secret["items"][0]["path"], "config.yaml", "{v}");
+            assert_eq!(secret["defaultMode"], 0o400, "{v}");
+            assert_eq!((at, read_only), ("/config", true));
+        } else {
+            let path = v["hostPath"]["path"].as_str().unwrap();
+            assert_eq!(at, format!("/host{path}"), "{v}");
+            host.insert(path, (v["hostPath"]["type"].as_str().unwrap(), read_only));
+        }
+    }
+    assert_eq!(mounts.len(), pod["volumes"].as_array().unwrap().len());
+    assert_eq!(
+        host,
+        BTreeMap::from([
+            ("/etc/kubernetes/pki/etcd/ca.crt", ("File", true)),
+            (
+                "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+                ("File", true)
+            ),
+            (
+                "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+                ("File", true)
+            ),
+            ("/var/lib/etcd/backups", ("DirectoryOrCreate", false)),
+        ]),
+        "the CA key and the server and peer keys stay on the host"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
 }

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, Pod, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Affinity, Container, ContainerPort, KeyToPath, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, PodTemplateSpec, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -107,26 +108,66 @@ pub fn render_api_proxy(opts: &Options) -> anyhow::Result<String> {
     ))
 }
 
-/// The etcd-backup CronJob of master `node`.
+/// The etcd files etcd-backup reads under `--root` (its README), mounted one by one: the CA
+/// certificate and the client pair, not the CA key nor the server and peer keys beside them.
+pub const BACKUP_PKI_FILES: [(&str, &str); 3] = [
+    ("etcd-ca-crt", "/etc/kubernetes/pki/etcd/ca.crt"),
+    (
+        "etcd-client-crt",
+        "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+    ),
+    (
+        "etcd-client-key",
+        "/etc/kubernetes/pki/etcd/healthcheck-client.key",
+    ),
+];
+
+/// Where the CronJob mounts the Secret `cpm-config`, and the file it passes as `--config`.
+pub const BACKUP_CONFIG: (&str, &str) = ("/config", "/config/config.yaml");
+
+/// The etcd-backup CronJob of master `node`. Every path the binary uses is spelled in its
+/// arguments (`--root`, `--config`, `--dir`) and mounted: the config Secret, the three etcd
+/// files it reads, and the backup directory (which etcd-backup sets to 0700: the kubelet creates
+/// a missing hostPath directory 0755). Retention and compression come from the config. etcd is
+/// reached at the node IP (`NODE_IP`), where cpm-etcd's member listens.
 pub fn backup_cronjob(opts: &Options, node: &str, cfg: &cpm_core::config::Backup) -> CronJob {
     let dir = cfg.directory.to_string_lossy().into_owned();
     let in_root = format!("/host{dir}");
+    let (config_dir, config_file) = BACKUP_CONFIG;
+    let mut mounts = vec![mount("config", config_dir, true)];
+    let mut volumes = vec![Volume {
+        name: "config".to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some("cpm-config".to_string()),
+            items: Some(vec![KeyToPath {
+                key: "config.yaml".to_string(),
+                path: "config.yaml".to_string(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    for (name, path) in BACKUP_PKI_FILES {
+        mounts.push(mount(name, &format!("/host{path}"), true));
+        volumes.push(host_path(name, path, "File"));
+    }
+    mounts.push(mount("backups", &in_root, false));
+    volumes.push(host_path("backups", &dir, "DirectoryOrCreate"));
     let container = Container {
         name: "etcd-backup".to_string(),
         image: Some(opts.image("etcd-backup")),
         image_pull_policy: Some("IfNotPresent".to_string()),
         args: Some(vec![
             "--root=/host".to_string(),
+            format!("--config={config_file}"),
             format!("--dir={in_root}"),
             "--log-format=json".to_string(),
             "snapshot".to_string(),
-            format!("--keep={}", cfg.keep),
         ]),
-        env: Some(vec![env_field("NODE_NAME", "spec.nodeName")]),
-        volume_mounts: Some(vec![
-            mount("etcd-pki", "/host/etc/kubernetes/pki/etcd", true),
-            mount("backups", &in_root, false),
-        ]),
+        env: Some(node_identity()),
+        volume_mounts: Some(mounts),
         resources: Some(resources("25m", "64Mi", Some("1"), "256Mi")),
         security_context: Some(security(true)),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
@@ -190,10 +231,7 @@ pub fn backup_cronjob(opts: &Options, node: &str, cfg: &cpm_core::config::Backup
                             tolerations: Some(master_tolerations()),
                             security_context: Some(runtime_default()),
                             containers: vec![container],
-                            volumes: Some(vec![
-                                host_path("etcd-pki", "/etc/kubernetes/pki/etcd", "Directory"),
-                                host_path("backups", &dir, "DirectoryOrCreate"),
-                            ]),
+                            volumes: Some(volumes),
                             ..Default::default()
                         }),
                     },
@@ -212,7 +250,8 @@ pub fn render_backup(opts: &Options, cfg: &cpm_core::config::Backup) -> anyhow::
         "Template of one master's etcd-backup CronJob (one per master). Replace ${NODE_NAME} with\n\
          the master's Node name (at most 40 characters: CronJob names are limited to 52), e.g.\n\
          NODE_NAME=master-1 envsubst < cronjob-template.yaml | kubectl apply -f -\n\
-         Schedule, directory and keep come from the example configuration's etcd.backup.",
+         Schedule and directory come from the example configuration's etcd.backup; retention and\n\
+         compression are read from the Secret cpm-config at each run.",
         &[yaml(&backup_cronjob(opts, NODE_PLACEHOLDER, cfg))?],
     ))
 }

@@ -17,6 +17,15 @@ fn sample() -> BackupStatus {
             timestamp_seconds: 1_767_236_645,
             error: "etcd status failed".into(),
         }),
+        last_retention: Some(Retention {
+            timestamp_seconds: 1_767_323_045,
+            kept: 7,
+            deleted: 1,
+            future_count: 1,
+            future_files: vec!["etcd-master-1-20301231T000000Z-rev1.db".into()],
+            unverified_count: 0,
+            unverified_files: vec![],
+        }),
     }
 }
 
@@ -30,6 +39,7 @@ fn round_trips_and_a_missing_file_is_none() {
     let text = std::fs::read_to_string(&path).expect("read text");
     assert!(text.contains("\"lastSuccess\""), "{text}");
     assert!(text.contains("\"timestampSeconds\": 1767323045"), "{text}");
+    assert!(text.contains("\"futureCount\": 1"), "{text}");
 }
 
 #[test]

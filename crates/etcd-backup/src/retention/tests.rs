@@ -1,4 +1,5 @@
-//! Retention selection with chosen times: newest N, newest per UTC day and per ISO week, gaps.
+//! Retention selection with chosen times: newest N, newest per UTC day and per ISO week, gaps,
+//! the pinned new backup, and the future-date cut-off.
 
 use time::PrimitiveDateTime;
 
@@ -8,18 +9,39 @@ use crate::store::{Compression, TIMESTAMP};
 /// Backups named by `YYYYMMDDTHHMMSS` (revision = position), the policy, and the expected kept
 /// times, newest first.
 fn check(times: &[&str], keep: usize, daily: usize, weekly: usize, expected: &[&str]) {
-    let backups: Vec<BackupName> = times
+    check_pinned(times, None, keep, daily, weekly, expected);
+}
+
+fn at(t: &str) -> PrimitiveDateTime {
+    PrimitiveDateTime::parse(&format!("{t}Z"), TIMESTAMP).expect("test time")
+}
+
+fn backups(times: &[&str]) -> Vec<BackupName> {
+    times
         .iter()
         .enumerate()
         .map(|(i, t)| BackupName {
             node: "master-1".into(),
-            time: PrimitiveDateTime::parse(&format!("{t}Z"), TIMESTAMP).expect("test time"),
+            time: at(t),
             revision: i64::try_from(i).expect("small"),
             compression: Compression::None,
         })
-        .collect();
+        .collect()
+}
+
+/// As [`check`], with the backup at index `pinned` (the one just written) pinned.
+fn check_pinned(
+    times: &[&str],
+    pinned: Option<usize>,
+    keep: usize,
+    daily: usize,
+    weekly: usize,
+    expected: &[&str],
+) {
+    let backups = backups(times);
     let (kept, deleted) = select(
         &backups,
+        pinned.map(|i| &backups[i]),
         &Policy {
             keep,
             daily,
@@ -148,4 +170,39 @@ fn the_rules_combine_as_a_union() {
             "20260111T180000",
         ],
     );
+}
+
+#[test]
+fn the_pinned_backup_is_kept_even_when_others_are_named_newer() {
+    // After a clock step back the new backup (index 0) is older by name than the others.
+    let t = ["20260101T000000", "20260101T060000", "20260101T120000"];
+    check_pinned(&t, Some(0), 1, 0, 0, &["20260101T000000"]);
+    check_pinned(
+        &t,
+        Some(0),
+        2,
+        0,
+        0,
+        &["20260101T120000", "20260101T000000"],
+    );
+    // When it is the newest it is simply one of the `keep`.
+    check_pinned(
+        &t,
+        Some(2),
+        2,
+        0,
+        0,
+        &["20260101T120000", "20260101T060000"],
+    );
+}
+
+#[test]
+fn names_beyond_the_skew_allowance_are_in_the_future() {
+    let now = at("20260101T120000");
+    let future = |t: &str| is_future(&backups(&[t])[0], now);
+    assert!(!future("20260101T115959"));
+    assert!(!future("20260101T120000"));
+    assert!(!future("20260101T120500"), "5 minutes ahead is clock skew");
+    assert!(future("20260101T120501"));
+    assert!(future("20301231T000000"));
 }

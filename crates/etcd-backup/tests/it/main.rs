@@ -25,6 +25,9 @@ use etcd_client::{Client, GetOptions};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod flags;
+mod retention;
+
 const NODE: &str = "master-1";
 
 struct Node {
@@ -66,14 +69,10 @@ impl Node {
         self.root.join("var/lib/etcd/backups")
     }
 
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    /// `etcd-backup ARGS` with only the flags `args` give.
+    fn bare(args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_etcd-backup"));
-        cmd.arg("--root")
-            .arg(self.root.path())
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--node-name", NODE, "--node-ip", &self.ip])
-            .args(args)
+        cmd.args(args)
             .env("RUST_BACKTRACE", "0")
             .env_remove("RUST_LOG")
             .env_remove("CPM_ETCD_BACKUP_FAULT")
@@ -81,10 +80,35 @@ impl Node {
         cmd
     }
 
+    /// `etcd-backup --root --config ARGS`: the node's root and config (`list`).
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = Self::bare(&[]);
+        cmd.arg("--root")
+            .arg(self.root.path())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
+        cmd
+    }
+
+    /// `etcd-backup verify FILE` (it reads nothing but the file and its sidecar).
+    fn verify(file: &Path) -> tokio::process::Command {
+        let mut cmd = Self::bare(&["verify"]);
+        cmd.arg(file);
+        cmd
+    }
+
+    /// `snapshot ARGS` with the node's root, config, name and IP.
+    fn snapshot_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = self.command(&["--node-name", NODE, "--node-ip", &self.ip, "snapshot"]);
+        cmd.args(args);
+        cmd
+    }
+
     async fn snapshot(&self, extra: &[&str], fault: Option<&str>) -> Output {
-        let mut args = vec!["snapshot", "--endpoint", &self.etcd.client_url];
+        let mut args = vec!["--endpoint", &self.etcd.client_url];
         args.extend_from_slice(extra);
-        let mut cmd = self.command(&args);
+        let mut cmd = self.snapshot_command(&args);
         if let Some(f) = fault {
             cmd.env("CPM_ETCD_BACKUP_FAULT", f);
         }
@@ -276,7 +300,7 @@ async fn a_snapshot_under_writes_matches_etcdctl_and_restores_every_acknowledged
         "totalKey {total} < acknowledged keys"
     );
 
-    let verify = n.command(&["verify"]).arg(&file).output().await?;
+    let verify = Node::verify(&file).output().await?;
     check_ok(&verify);
     assert!(stdout(&verify).contains("OK"));
 
@@ -357,7 +381,7 @@ async fn etcd_killed_mid_stream_or_a_truncated_stream_leaves_no_file_and_old_bac
     client.put("tick", "2", None).await?;
     let marker = n.root.join("paused");
     let child = n
-        .command(&["snapshot", "--keep", "1", "--endpoint", &n.etcd.client_url])
+        .snapshot_command(&["--keep", "1", "--endpoint", &n.etcd.client_url])
         .env(
             "CPM_ETCD_BACKUP_FAULT",
             format!("pause:1048576:{}", marker.display()),
@@ -398,14 +422,14 @@ async fn etcd_killed_mid_stream_or_a_truncated_stream_leaves_no_file_and_old_bac
     let mut bytes = std::fs::read(&old)?;
     bytes[4096] ^= 0xff;
     cpm_core::apply::write_atomic(&bad, &bytes, 0o600, None, None)?;
-    let out = n.command(&["verify"]).arg(&bad).output().await?;
+    let out = Node::verify(&bad).output().await?;
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("sha256 trailer mismatch"),
         "{}",
         stderr(&out)
     );
-    let out = n.command(&["verify"]).arg(&old).output().await?;
+    let out = Node::verify(&old).output().await?;
     check_ok(&out);
     Ok(())
 }
@@ -481,11 +505,7 @@ async fn a_write_error_or_a_full_disk_fails_clearly_and_prunes_nothing() -> anyh
     // A malformed fault value is a usage error; verify of a missing file is a failure.
     let out = n.snapshot(&["--dir", &dir_arg], Some("bogus")).await;
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    let out = n
-        .command(&["verify"])
-        .arg(dir.join("missing.db"))
-        .output()
-        .await?;
+    let out = Node::verify(&dir.join("missing.db")).output().await?;
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     Ok(())
 }
@@ -562,12 +582,33 @@ async fn retention_keeps_the_newest_three_and_touches_nothing_else() -> anyhow::
     Ok(())
 }
 
-/// Writes a fake backup of this node (and its sidecar) with the given UTC time and revision.
+/// Writes a stand-in backup of this node with the given UTC time and revision, and a sidecar
+/// that matches it (size and sha256), so retention counts it as verified.
 fn fake_backup(dir: &Path, time: &str, rev: u32) -> String {
     let name = format!("etcd-{NODE}-{time}Z-rev{rev}.db");
-    cpm_core::apply::write_atomic(&dir.join(&name), b"old", 0o600, None, None).expect("write");
-    cpm_core::apply::write_atomic(&dir.join(format!("{name}.json")), b"{}", 0o644, None, None)
+    let bytes = format!("stand-in for {name}");
+    cpm_core::apply::write_atomic(&dir.join(&name), bytes.as_bytes(), 0o600, None, None)
         .expect("write");
+    let sidecar = serde_json::json!({
+        "file": name,
+        "node": NODE,
+        "created": format!("{time}Z"),
+        "revision": rev,
+        "sha256": sha256_hex(&dir.join(&name)),
+        "size": bytes.len(),
+        "compression": "none",
+        "etcdVersion": "3.4.23",
+        "memberId": "1",
+        "durationSeconds": 0.1,
+    });
+    cpm_core::apply::write_atomic(
+        &dir.join(format!("{name}.json")),
+        sidecar.to_string().as_bytes(),
+        0o644,
+        None,
+        None,
+    )
+    .expect("write");
     name
 }
 
@@ -692,7 +733,7 @@ async fn a_zstd_backup_verifies_lists_and_restores_after_zstd_d() -> anyhow::Res
         "compressed {stored} >= {snapshot_size}"
     );
 
-    let verify = n.command(&["verify"]).arg(&file).output().await?;
+    let verify = Node::verify(&file).output().await?;
     check_ok(&verify);
     assert!(
         stdout(&verify).contains("zstd") && stdout(&verify).contains("matches its sidecar"),
@@ -737,7 +778,7 @@ async fn a_zstd_backup_verifies_lists_and_restores_after_zstd_d() -> anyhow::Res
     bytes[mid] ^= 0xff;
     let bad = n.root.join("bad.db.zst");
     cpm_core::apply::write_atomic(&bad, &bytes, 0o600, None, None)?;
-    let out = n.command(&["verify"]).arg(&bad).output().await?;
+    let out = Node::verify(&bad).output().await?;
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     let copy = n.root.join("copy.db.zst");
     std::fs::copy(&file, &copy)?;
@@ -750,7 +791,7 @@ async fn a_zstd_backup_verifies_lists_and_restores_after_zstd_d() -> anyhow::Res
         None,
         None,
     )?;
-    let out = n.command(&["verify"]).arg(&copy).output().await?;
+    let out = Node::verify(&copy).output().await?;
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(stderr(&out).contains("sha256 is"), "{}", stderr(&out));
 
