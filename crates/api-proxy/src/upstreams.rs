@@ -48,13 +48,12 @@ pub enum UpstreamsError {
         source: io::Error,
     },
     /// Not the JSON format.
-    #[error("{path} is not an upstream file")]
+    #[error("{path} is not an upstream file: {message}")]
     Json {
         /// The file.
         path: PathBuf,
-        /// The parse error.
-        #[source]
-        source: serde_json::Error,
+        /// The parse error, without the file's content.
+        message: String,
     },
     /// Another version.
     #[error("{path}: unsupported version {version} (want {VERSION})")]
@@ -92,11 +91,10 @@ pub enum UpstreamsError {
 /// Parses and validates an upstream file's bytes; `path` is for errors only. The result is
 /// sorted and free of duplicates.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<SocketAddr>, UpstreamsError> {
-    let file: UpstreamFile =
-        serde_json::from_slice(bytes).map_err(|source| UpstreamsError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let file: UpstreamFile = serde_json::from_slice(bytes).map_err(|e| UpstreamsError::Json {
+        path: path.to_path_buf(),
+        message: cpm_core::yaml::redact(&e.to_string()),
+    })?;
     if file.version != VERSION {
         return Err(UpstreamsError::Version {
             path: path.to_path_buf(),

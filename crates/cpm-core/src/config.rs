@@ -646,16 +646,20 @@ impl ControlPlaneConfiguration {
     /// Parses and validates `text`; `file` only names the source in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let value: serde_json::Value =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+            crate::yaml::from_str(text).map_err(|message| ConfigError::Syntax {
                 file: file.to_path_buf(),
-                message: one_line(&e.to_string()),
+                message,
             })?;
         if value.is_null() {
             return Err(field_error(file, ".", "the document is empty"));
         }
         let cfg: Self = serde_path_to_error::deserialize(value).map_err(|e| {
             let field = e.path().to_string();
-            field_error(file, &field, &e.into_inner().to_string())
+            field_error(
+                file,
+                &field,
+                &crate::yaml::redact(&e.into_inner().to_string()),
+            )
         })?;
         cfg.validate()
             .map_err(|(field, message)| field_error(file, field, &message))?;
@@ -696,6 +700,23 @@ impl ControlPlaneConfiguration {
                 format!("must be less than validityDays ({})", c.validity_days),
             ));
         }
+        // `kubernetes.default.svc.<clusterDomain>` is a SAN and a URL host: a plain DNS name
+        // (no wildcard) short enough for that name to stay within 253 characters.
+        let domain = self.cluster_domain.as_str();
+        if domain.starts_with('*') {
+            return Err(("clusterDomain", "must not be a wildcard".into()));
+        }
+        if domain.len() + SERVICE_PREFIX.len() > 253 {
+            return Err((
+                "clusterDomain",
+                format!(
+                    "is {} characters; at most {} (with {SERVICE_PREFIX:?} in front it must stay a \
+                     DNS name of 253)",
+                    domain.len(),
+                    253 - SERVICE_PREFIX.len()
+                ),
+            ));
+        }
         if self.cluster_name.is_empty() {
             return Err(("clusterName", "must not be empty".into()));
         }
@@ -725,6 +746,16 @@ impl ControlPlaneConfiguration {
                 return Err((
                     "apiserver.auditPolicy.file",
                     "must be an absolute path".into(),
+                ));
+            }
+            (AuditMode::Custom, Some(f)) if holds_secrets(f) => {
+                return Err((
+                    "apiserver.auditPolicy.file",
+                    format!(
+                        "{} holds keys or credentials ({}): never read as a policy",
+                        f.display(),
+                        SECRET_PATHS.join(", ")
+                    ),
                 ));
             }
             (AuditMode::None | AuditMode::Basic, Some(_)) => {
@@ -771,6 +802,26 @@ impl ControlPlaneConfiguration {
             IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(1)).into()),
         }
     }
+}
+
+/// What goes in front of `clusterDomain` in the API server's longest service name.
+const SERVICE_PREFIX: &str = "kubernetes.default.svc.";
+
+/// Host paths that hold private keys or credentials; a policy file is never read from them.
+const SECRET_PATHS: [&str; 3] = [
+    "/etc/kubernetes/pki/",
+    "/etc/kubernetes/*.conf",
+    "/etc/kubernetes/cpm/encryption-config.yaml",
+];
+
+/// Whether `path` is one of [`SECRET_PATHS`], or climbs with `..` (which could reach them).
+fn holds_secrets(path: &Path) -> bool {
+    let kube = Path::new("/etc/kubernetes");
+    path.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+        || path.starts_with("/etc/kubernetes/pki")
+        || (path.parent() == Some(kube) && path.extension().is_some_and(|e| e == "conf"))
+        || path == Path::new("/etc/kubernetes/cpm/encryption-config.yaml")
 }
 
 fn field_error(file: &Path, field: &str, message: &str) -> ConfigError {

@@ -140,14 +140,7 @@ impl User {
 impl Kubeconfig {
     /// Parses a kubeconfig; unknown fields are ignored, as kubectl does.
     pub fn parse(text: &str) -> Result<Self, KubeconfigError> {
-        serde_saphyr::from_str(text).map_err(|e| {
-            KubeconfigError(
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
-        })
+        crate::yaml::from_str(text).map_err(KubeconfigError)
     }
 
     /// The cluster and user of the current context.

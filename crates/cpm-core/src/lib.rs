@@ -42,6 +42,7 @@ pub mod reconcile;
 pub mod telemetry;
 pub mod versions;
 pub mod watch;
+pub mod yaml;
 
 #[cfg(feature = "admin-http")]
 pub mod admin;

@@ -145,14 +145,8 @@ pub struct PolicyError {
 
 /// Parses a custom audit policy strictly (unknown fields, wrong kind or no rules are errors).
 pub fn parse_audit_policy(text: &str) -> Result<AuditPolicy, PolicyError> {
-    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| PolicyError {
-        message: format!(
-            "invalid YAML: {}",
-            e.to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+    let value: serde_json::Value = cpm_core::yaml::from_str(text).map_err(|e| PolicyError {
+        message: format!("invalid YAML: {e}"),
     })?;
     let policy: AuditPolicy = serde_path_to_error_free(value)?;
     if policy.api_version != "audit.k8s.io/v1" || policy.kind != "Policy" {
@@ -173,7 +167,7 @@ pub fn parse_audit_policy(text: &str) -> Result<AuditPolicy, PolicyError> {
 
 fn serde_path_to_error_free(value: serde_json::Value) -> Result<AuditPolicy, PolicyError> {
     serde_json::from_value(value).map_err(|e| PolicyError {
-        message: e.to_string(),
+        message: cpm_core::yaml::redact(&e.to_string()),
     })
 }
 

@@ -199,10 +199,11 @@ pub fn load(path: &Path) -> Result<RoutesFile, RoutesError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let file: RoutesFile = serde_saphyr::from_str(&text).map_err(|e| RoutesError::Syntax {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let file: RoutesFile =
+        cpm_core::yaml::from_str(&text).map_err(|message| RoutesError::Syntax {
+            path: path.to_path_buf(),
+            message,
+        })?;
     validate(&file.routes, &path.display().to_string())?;
     for (i, rule) in file.allow.iter().enumerate() {
         if rule.users.is_empty() && rule.groups.is_empty() {

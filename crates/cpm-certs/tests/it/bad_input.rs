@@ -71,6 +71,25 @@ fn bad_cidr() {
 }
 
 #[test]
+fn cluster_domain_that_cannot_end_a_service_name() {
+    check_config(
+        "clusterDomain: \"*.example\"\n",
+        "{config}: clusterDomain: must not be a wildcard",
+    );
+    let long = [
+        "a".repeat(60),
+        "b".repeat(60),
+        "c".repeat(60),
+        "d".repeat(51),
+    ]
+    .join(".");
+    check_config(
+        &format!("clusterDomain: {long}\n"),
+        "{config}: clusterDomain: is 234 characters; at most 230",
+    );
+}
+
+#[test]
 fn invalid_san() {
     check_config(
         "apiserver: {certSANs: [api.example.com, \"bad_name\"]}\n",

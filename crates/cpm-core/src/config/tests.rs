@@ -127,6 +127,44 @@ fn errors_name_the_field() {
         "apiserver: {auditPolicy: {mode: Custom, file: /etc/audit.yaml}}\n",
         None,
     );
+    for secret in [
+        "/etc/kubernetes/pki/apiserver.key",
+        "/etc/kubernetes/pki/etcd/ca.key",
+        "/etc/kubernetes/super-admin.conf",
+        "/etc/kubernetes/cpm/encryption-config.yaml",
+        "/etc/kubernetes/audit/../pki/sa.key",
+    ] {
+        check(
+            &format!("apiserver: {{auditPolicy: {{mode: Custom, file: {secret}}}}}\n"),
+            Some("apiserver.auditPolicy.file: "),
+        );
+        assert!(
+            parse(&format!(
+                "apiserver: {{auditPolicy: {{mode: Custom, file: {secret}}}}}\n"
+            ))
+            .unwrap_err()
+            .to_string()
+            .contains("holds keys or credentials"),
+            "{secret}"
+        );
+    }
+    check(
+        "clusterDomain: \"*.example\"\n",
+        Some("clusterDomain: must not be a wildcard"),
+    );
+    let longest = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(57),
+        "b".repeat(57),
+        "c".repeat(57),
+        "d".repeat(56)
+    );
+    assert_eq!(longest.len(), 230);
+    check(&format!("clusterDomain: {longest}\n"), None);
+    check(
+        &format!("clusterDomain: {longest}e\n"),
+        Some("clusterDomain: is 231 characters; at most 230"),
+    );
     check(
         "apiProxy: {listen: \"127.0.0.1\"}\n",
         Some("apiProxy.listen"),
@@ -192,5 +230,24 @@ fn sans_and_names_parse_strictly() {
     );
     for bad in ["", "-a.com", "a..b", "a_b.com", "*", "a.*.com"] {
         assert!(bad.parse::<San>().is_err(), "{bad:?} should be refused");
+    }
+}
+
+#[test]
+fn errors_never_echo_the_content_of_the_file() {
+    let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+    for text in [
+        key.to_string(),
+        format!("{HEAD}clusterName: [\nSECRETVALUE: x: y\n"),
+        format!("{HEAD}clusterName: {{nested: SECRETVALUE}}\n"),
+    ] {
+        let err = ControlPlaneConfiguration::parse(&text, Path::new("/config/c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/config/c.yaml: "), "{err}");
+        assert!(
+            !err.contains("MIGHAgEA") && !err.contains("SECRETVALUE"),
+            "the error echoes the file: {err}"
+        );
     }
 }

@@ -202,6 +202,49 @@ fn bad_config_exits_2_and_changes_nothing() {
     );
 }
 
+/// A policy path that names a private key is refused before it is read; a policy file that holds
+/// one anyway (copied to the wrong name) is refused without a byte of it in the error or the
+/// termination message.
+#[test]
+fn audit_policy_errors_never_echo_a_key() {
+    let node = Node::new("");
+    let key = std::fs::read_to_string(node.root.join("etc/kubernetes/pki/apiserver.key")).unwrap();
+    let line = key.lines().nth(1).unwrap_or("PRIVATE KEY").to_string();
+    write_config(
+        &node.config,
+        "apiserver: {auditPolicy: {mode: Custom, file: /etc/kubernetes/pki/apiserver.key}}\n",
+    );
+    let out = node.run(&["--once"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("apiserver.auditPolicy.file: /etc/kubernetes/pki/apiserver.key holds keys or credentials"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::create_dir_all(node.root.join("etc/cpm")).unwrap();
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+    cpm_core::apply::write_atomic(
+        &node.root.join("etc/cpm/audit.yaml"),
+        pem.as_bytes(),
+        0o600,
+        None,
+        None,
+    )
+    .unwrap();
+    write_config(
+        &node.config,
+        "apiserver: {auditPolicy: {mode: Custom, file: /etc/cpm/audit.yaml}}\n",
+    );
+    let out = node.run(&["--once"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("etc/cpm/audit.yaml: invalid type"), "{err}");
+    assert!(
+        !err.contains("MIGHAgEA") && !err.contains(&line),
+        "the error echoes the key: {err}"
+    );
+}
+
 /// A stub health endpoint answering `status` (shared, so a test can change it).
 async fn stub(status: Arc<AtomicU16>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
