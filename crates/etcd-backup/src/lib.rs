@@ -233,18 +233,16 @@ async fn run_inner(cli: &Cli) -> Result<Code, BackupError> {
             } else {
                 ", no sidecar"
             };
-            println!(
-                "OK {}: sha256 trailer matches ({} bytes, sha256 {}{inner}{sidecar})",
+            Ok(cpm_core::exit::print(&format!(
+                "OK {}: sha256 trailer matches ({} bytes, sha256 {}{inner}{sidecar})\n",
                 file.display(),
                 v.size,
                 v.sha256
-            );
-            Ok(Code::Ok)
+            )))
         }
         Command::List { output } => {
             let dir = backup_dir(cli)?;
-            print_list(&dir, *output)?;
-            Ok(Code::Ok)
+            Ok(cpm_core::exit::print(&render_list(&dir, *output)?))
         }
         Command::Snapshot {
             endpoint,
@@ -278,14 +276,13 @@ async fn run_inner(cli: &Cli) -> Result<Code, BackupError> {
                     return Err(e);
                 }
             };
-            println!(
-                "{} revision {} size {} sha256 {}",
+            Ok(cpm_core::exit::print(&format!(
+                "{} revision {} size {} sha256 {}\n",
                 outcome.path.display(),
                 outcome.sidecar.revision,
                 outcome.sidecar.size,
                 outcome.sidecar.sha256
-            );
-            Ok(Code::Ok)
+            )))
         }
     }
 }
@@ -404,7 +401,8 @@ struct ListEntry {
     etcd_version: Option<String>,
 }
 
-fn print_list(dir: &Path, output: Output) -> Result<(), BackupError> {
+/// The backups in `dir` as `output` (a table or JSON).
+fn render_list(dir: &Path, output: Output) -> Result<String, BackupError> {
     let entries: Vec<ListEntry> = store::list(dir)?
         .into_iter()
         .map(|(n, s)| ListEntry {
@@ -424,7 +422,7 @@ fn print_list(dir: &Path, output: Output) -> Result<(), BackupError> {
         Output::Json => {
             let text = serde_json::to_string_pretty(&entries)
                 .map_err(|e| BackupError::Format(e.to_string()))?;
-            println!("{text}");
+            Ok(text + "\n")
         }
         Output::Table => {
             let width = entries
@@ -433,22 +431,22 @@ fn print_list(dir: &Path, output: Output) -> Result<(), BackupError> {
                 .max()
                 .unwrap_or(4)
                 .max(4);
-            println!(
-                "{:<width$}  {:>10}  {:>12}  {:>13}  CREATED",
+            let mut out = format!(
+                "{:<width$}  {:>10}  {:>12}  {:>13}  CREATED\n",
                 "FILE", "REVISION", "SIZE", "SNAPSHOT SIZE"
             );
             let num = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |s| s.to_string());
             for e in &entries {
-                println!(
-                    "{:<width$}  {:>10}  {:>12}  {:>13}  {}",
+                out.push_str(&format!(
+                    "{:<width$}  {:>10}  {:>12}  {:>13}  {}\n",
                     e.file,
                     e.revision,
                     num(e.size),
                     num(e.snapshot_size),
                     e.created.as_deref().unwrap_or("- (no sidecar)"),
-                );
+                ));
             }
+            Ok(out)
         }
     }
-    Ok(())
 }
