@@ -72,7 +72,8 @@ pub enum Identity {
     Cert(UserInfo),
     /// A bearer token (registered with [`ApiServer::add_token`], or not, to test 401).
     Token(String),
-    /// No credentials (answered 401: anonymous auth is off).
+    /// No credentials: answered 401, except GETs of the public-info paths (`/healthz`, `/livez`,
+    /// `/readyz`, `/version`), served as `system:anonymous`.
     Anonymous,
 }
 
