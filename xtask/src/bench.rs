@@ -15,6 +15,8 @@ use crate::cmd::{self, workspace_root};
 
 #[path = "bench_backup.rs"]
 mod bench_backup;
+#[path = "bench_idle.rs"]
+mod bench_idle;
 #[path = "bench_metrics_proxy.rs"]
 mod bench_metrics_proxy;
 #[path = "bench_pki.rs"]
@@ -53,6 +55,13 @@ pub enum Which {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         rate: u32,
     },
+    /// Every daemon of one converged master left alone: CPU, memory, passes and log lines over a
+    /// window, with nginx's stream proxy idle beside api-proxy.
+    Idle {
+        /// The idle window, seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
+        seconds: u64,
+    },
     /// etcd snapshots: etcd-backup against `etcdctl snapshot save` on the same filled etcd.
     Backup {
         /// The first DB size to fill to, MiB.
@@ -85,6 +94,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
             rounds,
             parallel,
         } => bench_backup::run(&[small_mib, large_mib], rounds, parallel),
+        Which::Idle { seconds } => bench_idle::run(seconds),
     }
 }
 

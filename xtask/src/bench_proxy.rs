@@ -29,7 +29,7 @@ const BACKLOG: i32 = 4096;
 const FAILOVER_BACKLOG: i32 = 8;
 /// A probe slower than this counts as stalled (a healthy one takes well under a millisecond).
 const STALL: Duration = Duration::from_millis(100);
-const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+pub(super) const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 /// Idle connections held through each proxy. The target is 10 000, but this machine's hard
 /// RLIMIT_NOFILE is 20 000 and cannot be raised without CAP_SYS_RESOURCE: a proxy holding N client
 /// plus N upstream sockets needs 2 N + a few descriptors, so 9 000 is the most that fits; the
@@ -51,7 +51,7 @@ pub fn run(seconds: u64, rounds: u32, traffic_only: bool) -> anyhow::Result<()> 
     ))
 }
 
-fn ensure_nginx() -> anyhow::Result<()> {
+pub(super) fn ensure_nginx() -> anyhow::Result<()> {
     if cmd::have("nginx") && Path::new(NGINX_STREAM_MODULE).exists() {
         return Ok(());
     }

@@ -15,15 +15,18 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::RecursiveMode;
 use notify::event::{AccessKind, AccessMode, EventKind};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::{RecursiveMode, Watcher};
 
 use crate::reconcile::{Trigger, TriggerSender};
 
-/// Keeps the watches alive; dropping it stops them.
+/// How long a burst of events (an atomic writer's temp file and rename, the kubelet's `..data`
+/// swap of a Secret volume) may take to finish before the one trigger it causes is sent.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Keeps the watches alive; dropping it stops them (and the thread that debounces them).
 pub struct FileWatch {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _watcher: notify::RecommendedWatcher,
     /// The directories actually watched.
     pub dirs: Vec<PathBuf>,
 }
@@ -82,34 +85,54 @@ pub fn changes_inputs(kind: &EventKind) -> bool {
     }
 }
 
-/// Watches `inputs` and sends [`Trigger::File`] on every debounced change ([`changes_inputs`]).
-/// A failed watch (a queue overflow) also triggers: the next pass re-reads everything.
+/// Watches `inputs` and sends one [`Trigger::File`] per burst of changes ([`changes_inputs`],
+/// [`DEBOUNCE`]). A failed watch (a queue overflow) also triggers: the next pass re-reads
+/// everything.
+///
+/// Nothing runs while nothing changes: the watcher's thread blocks in the kernel, and the
+/// debouncing thread blocks on its channel (no ticking timer, so an idle agent is not woken).
 pub fn watch_files(inputs: &[PathBuf], tx: TriggerSender) -> Result<FileWatch, WatchError> {
-    let handler = move |result: DebounceEventResult| {
+    let (raw_tx, raw_rx) = std::sync::mpsc::channel::<()>();
+    let handler = move |result: notify::Result<notify::Event>| {
         let changed = match result {
-            Ok(events) => events.iter().any(|e| changes_inputs(&e.kind)),
+            Ok(event) => changes_inputs(&event.kind),
             Err(_) => true,
         };
         if changed {
-            let _ = tx.send(Trigger::File);
+            let _ = raw_tx.send(());
         }
     };
-    let mut debouncer =
-        new_debouncer(Duration::from_millis(200), None, handler).map_err(|source| WatchError {
-            path: PathBuf::new(),
-            source,
-        })?;
+    let mut watcher = notify::recommended_watcher(handler).map_err(|source| WatchError {
+        path: PathBuf::new(),
+        source,
+    })?;
     let dirs = watch_dirs(inputs);
     for dir in &dirs {
-        debouncer
+        watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|source| WatchError {
                 path: dir.clone(),
                 source,
             })?;
     }
+    // Ends when the watcher (holding the only sender) is dropped, or the agent is gone.
+    std::thread::Builder::new()
+        .name("cpm-watch".into())
+        .spawn(move || {
+            while raw_rx.recv().is_ok() {
+                std::thread::sleep(DEBOUNCE);
+                while raw_rx.try_recv().is_ok() {}
+                if tx.send(Trigger::File).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| WatchError {
+            path: PathBuf::new(),
+            source: notify::Error::io(e),
+        })?;
     Ok(FileWatch {
-        _debouncer: debouncer,
+        _watcher: watcher,
         dirs,
     })
 }

@@ -58,10 +58,10 @@ pub struct Sample {
     pub threads: u64,
 }
 
-/// Reads the calling process's [`Sample`] under `proc_dir` (normally `/proc`); `None` when a
-/// file is missing or not in the expected format.
-pub fn sample(proc_dir: &Path) -> Option<Sample> {
-    let me = proc_dir.join("self");
+/// Reads the [`Sample`] of process `pid` (`self` for the caller) under `proc_dir` (normally
+/// `/proc`); `None` when a file is missing or not in the expected format.
+pub fn sample(proc_dir: &Path, pid: &str) -> Option<Sample> {
+    let me = proc_dir.join(pid);
     let stat = std::fs::read_to_string(me.join("stat")).ok()?;
     let status = std::fs::read_to_string(me.join("status")).ok()?;
     let limits = std::fs::read_to_string(me.join("limits")).ok()?;
@@ -132,7 +132,7 @@ struct ProcessCollector {
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(s) = sample(&self.proc_dir) else {
+        let Some(s) = sample(&self.proc_dir, "self") else {
             return Ok(());
         };
         let cpu = ConstCounter::new(s.cpu_seconds);

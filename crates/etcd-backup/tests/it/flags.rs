@@ -214,7 +214,9 @@ async fn every_command_refuses_the_shared_flags_it_does_not_honour() -> anyhow::
 fn list_into_a_closed_pipe_exits_quietly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-backup"));
-    cmd.arg("--dir").arg(dir.path()).args(["list", "--output", "table"]);
+    cmd.arg("--dir")
+        .arg(dir.path())
+        .args(["list", "--output", "table"]);
     let out = cpm_testing::process::output_into_closed_pipe(&mut cmd);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
