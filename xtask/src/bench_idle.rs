@@ -22,10 +22,10 @@ use anyhow::{Context, bail, ensure};
 use cpm_testing::apiserver::{ApiServer, ApiServerOptions, CertAndKey, Identity, UserInfo};
 use cpm_testing::etcd::{EtcdProcess, etcd_binary};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 
 use crate::cmd;
 
@@ -286,32 +286,12 @@ async fn start_api(m: &Master) -> anyhow::Result<ApiServer> {
             &cpm_testing::fixtures::control_plane_node(NAME, IP),
         )
         .await?;
-    let slice = EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some("kubernetes".into()),
-            namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([(
-                "kubernetes.io/service-name".to_string(),
-                "kubernetes".to_string(),
-            )])),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        ports: Some(vec![EndpointPort {
-            name: Some("https".into()),
-            port: Some(i32::from(server.addr().port())),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        endpoints: vec![Endpoint {
-            addresses: vec![server.addr().ip().to_string()],
-            conditions: Some(EndpointConditions {
-                ready: Some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-    };
+    let ip = server.addr().ip().to_string();
+    let slice = cpm_testing::fixtures::kubernetes_endpoint_slice(
+        "kubernetes",
+        server.addr().port(),
+        &[(&ip, true)],
+    );
     Api::<EndpointSlice>::namespaced(admin, "default")
         .create(&PostParams::default(), &slice)
         .await?;

@@ -126,3 +126,29 @@ pub fn control_plane_node(name: &str, ip: &str) -> k8s_openapi::api::core::v1::N
     }))
     .expect("invariant: a valid Node")
 }
+
+/// EndpointSlice `name` of Service `default/kubernetes` (as the control plane publishes it, and
+/// proxy-reloader watches it): port `port` named `https`, one endpoint per `(ip, ready)`.
+pub fn kubernetes_endpoint_slice(
+    name: &str,
+    port: u16,
+    endpoints: &[(&str, bool)],
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let endpoints: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|(ip, ready)| serde_json::json!({"addresses": [ip], "conditions": {"ready": ready}}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .expect("invariant: a valid EndpointSlice")
+}

@@ -110,3 +110,23 @@ pub fn assert_idle(admin: &str, series: &str, inputs: &[PathBuf]) -> f64 {
     }
     after
 }
+
+/// [`assert_idle`] for a daemon that talks to `api`: once its counter has settled, reading its
+/// inputs must start neither a pass nor any request to the API server (its watches stay open
+/// and quiet). Returns the counter's value.
+pub fn assert_idle_against(
+    api: &crate::apiserver::ApiServer,
+    admin: &str,
+    series: &str,
+    inputs: &[PathBuf],
+) -> f64 {
+    settle(admin, series);
+    let seen = api.requests().len();
+    let passes = assert_idle(admin, series, inputs);
+    let during: Vec<String> = api.requests()[seen..]
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.code))
+        .collect();
+    assert!(during.is_empty(), "API requests while idle: {during:#?}");
+    passes
+}

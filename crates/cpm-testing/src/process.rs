@@ -85,3 +85,31 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+/// A flag given to a command that does not honour it: the arguments, the environment, and how
+/// the error names the flag (`--once`, or `--once (set by CPM_ONCE)`).
+pub type Refused = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+/// Runs `bin` with `base` plus each case's arguments and environment and asserts exit 2 with
+/// `<flag> is not honoured by `<command>``; the process must stop before doing anything.
+pub fn assert_refused(bin: &str, base: &[&str], command: &str, cases: &[Refused]) {
+    for (args, env, flag) in cases {
+        let out = Command::new(bin)
+            .args(base)
+            .args(*args)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("invariant: the binary under test runs");
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{args:?} {env:?}: {err}");
+        assert!(
+            err.contains(&format!("{flag} is not honoured by `{command}`")),
+            "{args:?} {env:?}: {err}"
+        );
+    }
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use cpm_core::http::{Verify, get};
 
+use cpm_testing::process::Refused;
+
 use crate::*;
 
 fn free_port() -> u16 {
@@ -65,13 +67,6 @@ async fn binary_runs_on_flags_only_serves_admin_and_exits_0_on_sigterm() {
     assert_eq!(code, Some(0));
 }
 
-/// Arguments, environment, and the flag named in the error.
-type Refused = (
-    &'static [&'static str],
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
-
 /// A proxy has no pass to run once, dry-run or check: those flags, and the ones for inputs it
 /// does not read, are refused with exit 2 (from the command line or `CPM_*`), never ignored
 /// while it runs as a daemon.
@@ -89,25 +84,12 @@ fn flags_a_proxy_does_not_honour_are_refused_with_exit_2() {
             "--resync-seconds (set by CPM_RESYNC_SECONDS)",
         ),
     ];
-    for (args, env, flag) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_api-proxy"))
-            .args(["--upstream", "127.0.0.1:1"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = cpm_testing::process::stderr(&out);
-        assert_eq!(
-            cpm_testing::process::code(&out),
-            2,
-            "{args:?} {env:?}: {err}"
-        );
-        assert!(
-            err.contains(&format!("{flag} is not honoured by `api-proxy`")),
-            "{err}"
-        );
-    }
+    cpm_testing::process::assert_refused(
+        env!("CARGO_BIN_EXE_api-proxy"),
+        &["--upstream", "127.0.0.1:1"],
+        "api-proxy",
+        &cases,
+    );
     let help = Command::new(env!("CARGO_BIN_EXE_api-proxy"))
         .arg("--help")
         .output()

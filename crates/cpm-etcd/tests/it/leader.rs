@@ -4,7 +4,6 @@
 //! leader) and then removes master-3, while a writer keeps putting keys through master-1.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,48 +12,17 @@ use cpm_core::etcd::connect;
 use cpm_core::reconcile::{Agent, Mode};
 use cpm_testing::etcd::{EtcdProcess, etcd_binary, etcdctl_binary};
 
-use crate::scale::{ThreeMasters, agent, creds, pass_until_ok, register, three_masters};
+use crate::scale::{
+    ThreeMasters, Writes, agent, creds, join_and_promote, pass_until_ok, start_first,
+    three_masters, writer,
+};
 
 /// Starts master-1 as a new cluster and joins master-2 and master-3 as learners, each promoted
 /// once it has caught up; returns the three etcd processes.
 async fn three_voters(w: &ThreeMasters, etcd: &Path) -> Vec<EtcdProcess> {
-    let (config, masters, nodes) = (&w.config, &w.masters, &w.nodes);
-    register(nodes, &masters[0]).await;
-    agent(&masters[0], config, w.kube.clone())
-        .pass(Mode::Apply)
-        .await
-        .unwrap();
-    let mut procs = vec![EtcdProcess::spawn_from_manifest(etcd, masters[0].root.path()).unwrap()];
-    procs[0].wait_healthy(Duration::from_secs(30)).unwrap();
-    for m in &masters[1..] {
-        register(nodes, m).await;
-        let mut a = agent(m, config, w.kube.clone());
-        let mut added = false;
-        for _ in 0..100 {
-            let text = cpm_core::exit::chain(&a.pass(Mode::Apply).await.unwrap_err());
-            if text.contains(&format!("learner {} not promoted yet", m.name)) {
-                added = true;
-                break;
-            }
-            assert!(text.contains("unhealthy cluster"), "{text}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert!(added, "{} was never added", m.name);
-        procs.push(EtcdProcess::spawn_from_manifest(etcd, m.root.path()).unwrap());
-        let mut promoted = false;
-        for _ in 0..100 {
-            if a.pass(Mode::Apply).await.is_ok() {
-                promoted = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(
-            promoted,
-            "{} was never promoted: {}",
-            m.name,
-            procs.last().unwrap().log_tail()
-        );
+    let mut procs = vec![start_first(w, etcd).await];
+    for m in &w.masters[1..] {
+        procs.push(join_and_promote(w, m, etcd).await);
     }
     procs
 }
@@ -94,58 +62,22 @@ async fn a_departing_leader_hands_leadership_over_before_it_is_removed() {
         // A writer puts keys through master-1 for the whole scale-in. A put is retried across a
         // leader change; one that fails every try means the cluster had no quorum.
         let stop = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let stop = stop.clone();
-            let opts = creds(&masters[0], vec![urls[0].clone()]);
-            tokio::spawn(async move {
-                let mut client = connect(&opts).await.unwrap();
-                let (mut acked, mut lost, mut errors) = (Vec::new(), 0u32, 0u32);
-                let mut i = 0u32;
-                while !stop.load(Ordering::SeqCst) && i < 100_000 {
-                    let mut ok = false;
-                    for _ in 0..5 {
-                        if client.put(format!("w/{i:06}"), "v", None).await.is_ok() {
-                            ok = true;
-                            break;
-                        }
-                        errors += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    if ok {
-                        acked.push(i);
-                    } else {
-                        lost += 1;
-                    }
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                (acked, lost, errors)
-            })
-        };
+        let writer = writer(
+            creds(&masters[0], vec![urls[0].clone()]),
+            stop.clone(),
+            5,
+            Duration::from_millis(200),
+        );
 
         // master-3 leads (etcdctl finds the leader among the endpoints and asks it).
         let pki = masters[0].root.join("etc/kubernetes/pki/etcd");
-        let out = Command::new(&ctl)
-            .arg(format!("--endpoints={}", urls.join(",")))
-            .arg(format!("--cacert={}", pki.join("ca.crt").display()))
-            .arg(format!(
-                "--cert={}",
-                pki.join("healthcheck-client.crt").display()
-            ))
-            .arg(format!(
-                "--key={}",
-                pki.join("healthcheck-client.key").display()
-            ))
-            .args(["move-leader", &format!("{third:x}")])
-            .env("ETCDCTL_API", "3")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (ok, text) = crate::etcdctl(
+            &ctl,
+            &urls.join(","),
+            &pki,
+            &["move-leader", &format!("{third:x}")],
         );
+        assert!(ok, "{text}");
         let mut leads = false;
         for _ in 0..100 {
             if leader_seen_by(&w, &urls[0]).await == third {
@@ -219,7 +151,11 @@ async fn a_departing_leader_hands_leadership_over_before_it_is_removed() {
         assert_eq!(watcher.member_list().await.unwrap().members().len(), 2);
 
         stop.store(true, Ordering::SeqCst);
-        let (acked, lost, errors) = writer.await.unwrap();
+        let Writes {
+            acked,
+            lost,
+            failed_tries: errors,
+        } = writer.await.unwrap();
         assert!(
             acked.len() > 50,
             "the writer made progress: {}",

@@ -53,9 +53,11 @@ fn run(n: &Node, name: &str, ip: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn etcdctl(ctl: &Path, member: &EtcdProcess, pki: &Path, args: &[&str]) -> (bool, String) {
+/// Runs `etcdctl` against `endpoints` (comma-separated URLs) with the healthcheck-client
+/// certificate under `pki`; whether it succeeded, and its output.
+fn etcdctl(ctl: &Path, endpoints: &str, pki: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(ctl)
-        .arg(format!("--endpoints={}", member.client_url))
+        .arg(format!("--endpoints={endpoints}"))
         .arg(format!("--cacert={}", pki.join("ca.crt").display()))
         .arg(format!(
             "--cert={}",
@@ -95,9 +97,9 @@ fn etcd_runs_from_the_rendered_manifest_and_a_second_pass_changes_nothing() {
     let mut member = EtcdProcess::spawn_from_manifest(&etcd, n.root.path()).unwrap();
     member.wait_healthy(Duration::from_secs(30)).unwrap();
     let pki = n.root.join("etc/kubernetes/pki/etcd");
-    let (ok, text) = etcdctl(&ctl, &member, &pki, &["put", "cpm/k", "v"]);
+    let (ok, text) = etcdctl(&ctl, &member.client_url, &pki, &["put", "cpm/k", "v"]);
     assert!(ok, "{text}\n{}", member.log_tail());
-    let (ok, text) = etcdctl(&ctl, &member, &pki, &["member", "list"]);
+    let (ok, text) = etcdctl(&ctl, &member.client_url, &pki, &["member", "list"]);
     assert!(
         ok && text.contains("master-1, https://127.0.1.1:2380, https://127.0.1.1:2379"),
         "{text}"

@@ -117,6 +117,114 @@ pub(crate) async fn pass_until_ok(a: &mut EtcdAgent) {
     panic!("no pass succeeded");
 }
 
+/// What a writer task did: the keys it got acknowledged, the puts that failed every try (the
+/// cluster had no quorum), and the failed tries.
+pub struct Writes {
+    pub acked: Vec<u32>,
+    pub lost: u32,
+    pub failed_tries: u32,
+}
+
+/// Puts keys `w/<n>` through `opts` until `stop`, each tried up to `tries` times `retry` apart
+/// (a put may fail across a leader change).
+pub fn writer(
+    opts: EtcdOptions,
+    stop: Arc<AtomicBool>,
+    tries: u32,
+    retry: Duration,
+) -> tokio::task::JoinHandle<Writes> {
+    tokio::spawn(async move {
+        let mut client = connect(&opts).await.unwrap();
+        let mut w = Writes {
+            acked: Vec::new(),
+            lost: 0,
+            failed_tries: 0,
+        };
+        let mut i = 0u32;
+        while !stop.load(Ordering::SeqCst) && i < 100_000 {
+            let mut ok = false;
+            for _ in 0..tries {
+                if client.put(format!("w/{i:06}"), "v", None).await.is_ok() {
+                    ok = true;
+                    break;
+                }
+                w.failed_tries += 1;
+                tokio::time::sleep(retry).await;
+            }
+            if ok {
+                w.acked.push(i);
+            } else {
+                w.lost += 1;
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        w
+    })
+}
+
+/// Registers the first master's Node, renders its etcd as a new cluster and starts it.
+pub async fn start_first(w: &ThreeMasters, etcd: &std::path::Path) -> EtcdProcess {
+    let first = &w.masters[0];
+    register(&w.nodes, first).await;
+    agent(first, &w.config, w.kube.clone())
+        .pass(Mode::Apply)
+        .await
+        .unwrap();
+    let mut proc = EtcdProcess::spawn_from_manifest(etcd, first.root.path()).unwrap();
+    proc.wait_healthy(Duration::from_secs(30)).unwrap();
+    proc
+}
+
+/// Registers `m`'s Node; its agent adds it as a learner (no manifest before that, then one
+/// joining the existing cluster), its etcd starts from that manifest, and passes promote it once
+/// it has caught up. Returns its etcd.
+pub async fn join_and_promote(w: &ThreeMasters, m: &Master, etcd: &std::path::Path) -> EtcdProcess {
+    register(&w.nodes, m).await;
+    let mut a = agent(m, &w.config, w.kube.clone());
+    // Added as a learner and its manifest written; it cannot be promoted before it runs. Right
+    // after a promotion etcd refuses a new member ("unhealthy cluster") until every voter has
+    // been connected for a while: the pass fails and is retried, as the daemon's backoff would.
+    let mut added = false;
+    for _ in 0..100 {
+        let err = a.pass(Mode::Apply).await.unwrap_err();
+        let text = cpm_core::exit::chain(&err);
+        if text.contains(&format!("learner {} not promoted yet", m.name)) {
+            added = true;
+            break;
+        }
+        assert!(text.contains("unhealthy cluster"), "{text}");
+        assert!(
+            !m.root.join("etc/kubernetes/manifests/etcd.yaml").exists(),
+            "no manifest before the member is added"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(added, "{} was never added", m.name);
+    let manifest = String::from_utf8(m.root.read("etc/kubernetes/manifests/etcd.yaml")).unwrap();
+    assert!(
+        manifest.contains("--initial-cluster-state=existing"),
+        "{manifest}"
+    );
+    let proc = EtcdProcess::spawn_from_manifest(etcd, m.root.path()).unwrap();
+    // Passes retry the promotion until the learner has caught up.
+    let mut promoted = false;
+    for _ in 0..100 {
+        if a.pass(Mode::Apply).await.is_ok() {
+            promoted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        promoted,
+        "{} was never promoted: {}",
+        m.name,
+        proc.log_tail()
+    );
+    proc
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_three_to_one_masters_while_writes_continue() {
     let Some(etcd) = etcd_binary() else { return };
@@ -124,91 +232,21 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     let (config, masters, kube, nodes) = (&w.config, &w.masters, w.kube.clone(), &w.nodes);
 
     // The first master starts a new cluster.
-    register(nodes, &masters[0]).await;
-    agent(&masters[0], config, kube.clone())
-        .pass(Mode::Apply)
-        .await
-        .unwrap();
-    let mut procs = vec![EtcdProcess::spawn_from_manifest(&etcd, masters[0].root.path()).unwrap()];
-    procs[0].wait_healthy(Duration::from_secs(30)).unwrap();
+    let mut procs = vec![start_first(&w, &etcd).await];
 
     // A writer puts keys through member 1 for the whole scale-out.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let opts = creds(&masters[0], vec!["https://127.0.2.1:2379".into()]);
-        tokio::spawn(async move {
-            let mut client = connect(&opts).await.unwrap();
-            let (mut acked, mut failed) = (Vec::new(), 0u32);
-            let mut i = 0u32;
-            while !stop.load(Ordering::SeqCst) && i < 100_000 {
-                // A put may be retried across a leader move; one that fails three times means
-                // the cluster had no quorum.
-                let mut ok = false;
-                for _ in 0..3 {
-                    if client.put(format!("w/{i:06}"), "v", None).await.is_ok() {
-                        ok = true;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                if ok {
-                    acked.push(i);
-                } else {
-                    failed += 1;
-                }
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            (acked, failed)
-        })
-    };
+    // A put may be retried across a leader move; one that fails three times means the cluster
+    // had no quorum.
+    let writer = writer(
+        creds(&masters[0], vec!["https://127.0.2.1:2379".into()]),
+        stop.clone(),
+        3,
+        Duration::from_millis(100),
+    );
 
     for m in &masters[1..] {
-        register(nodes, m).await;
-        let mut a = agent(m, config, kube.clone());
-        // Added as a learner and its manifest written; it cannot be promoted before it runs.
-        // Right after a promotion etcd refuses a new member ("unhealthy cluster") until every
-        // voter has been connected for a while: the pass fails and is retried, as the daemon's
-        // backoff would.
-        let mut added = false;
-        for _ in 0..100 {
-            let err = a.pass(Mode::Apply).await.unwrap_err();
-            let text = cpm_core::exit::chain(&err);
-            if text.contains(&format!("learner {} not promoted yet", m.name)) {
-                added = true;
-                break;
-            }
-            assert!(text.contains("unhealthy cluster"), "{text}");
-            assert!(
-                !m.root.join("etc/kubernetes/manifests/etcd.yaml").exists(),
-                "no manifest before the member is added"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        assert!(added, "{} was never added", m.name);
-        let manifest =
-            String::from_utf8(m.root.read("etc/kubernetes/manifests/etcd.yaml")).unwrap();
-        assert!(
-            manifest.contains("--initial-cluster-state=existing"),
-            "{manifest}"
-        );
-        procs.push(EtcdProcess::spawn_from_manifest(&etcd, m.root.path()).unwrap());
-        // Passes retry the promotion until the learner has caught up.
-        let mut promoted = false;
-        for _ in 0..100 {
-            if a.pass(Mode::Apply).await.is_ok() {
-                promoted = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(
-            promoted,
-            "{} was never promoted: {}",
-            m.name,
-            procs.last().unwrap().log_tail()
-        );
+        procs.push(join_and_promote(&w, m, &etcd).await);
     }
 
     // All three are voting members.
@@ -363,7 +401,11 @@ async fn one_to_three_to_one_masters_while_writes_continue() {
     assert_eq!(member_names(&mut watcher).await, ["master-1", "master-3"]);
 
     stop.store(true, Ordering::SeqCst);
-    let (acked, failed) = writer.await.unwrap();
+    let Writes {
+        acked,
+        lost: failed,
+        ..
+    } = writer.await.unwrap();
     assert!(
         acked.len() > 50,
         "the writer made progress: {}",

@@ -169,10 +169,6 @@ async fn an_idle_daemon_does_no_work_when_its_inputs_are_read() {
         node.root.path().join("root/.kube"),
     ];
     tokio::task::block_in_place(|| {
-        let settled = cpm_testing::idle::settle(&admin, "cpm_reconcile_total{");
-        let requests = server.requests().len();
-        let passes = cpm_testing::idle::assert_idle(&admin, "cpm_reconcile_total{", &inputs);
-        assert_eq!(passes, settled);
-        assert_eq!(server.requests().len(), requests, "API requests while idle");
+        cpm_testing::idle::assert_idle_against(&server, &admin, "cpm_reconcile_total{", &inputs);
     });
 }

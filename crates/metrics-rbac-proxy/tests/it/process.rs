@@ -7,6 +7,8 @@ use std::time::Duration;
 use cpm_core::http::{Verify, get};
 use cpm_testing::apiserver::{Identity, UserInfo};
 
+use cpm_testing::process::Refused;
+
 use crate::*;
 
 fn free_port() -> u16 {
@@ -16,13 +18,6 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-
-/// Arguments, environment, and the flag named in the error.
-type Refused = (
-    &'static [&'static str],
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
 
 /// Trusts whatever certificate the server presents first (the binary's self-signed one).
 async fn pinned_tls(addr: SocketAddr) -> Arc<rustls::ClientConfig> {
@@ -176,24 +171,12 @@ fn flags_a_proxy_does_not_honour_are_refused_with_exit_2() {
             "--dry-run (set by CPM_DRY_RUN)",
         ),
     ];
-    for (args, env, flag) in cases {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_metrics-rbac-proxy"))
-            .args(["--node-ip", "127.0.0.1"])
-            .args(args)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let err = cpm_testing::process::stderr(&out);
-        assert_eq!(
-            cpm_testing::process::code(&out),
-            2,
-            "{args:?} {env:?}: {err}"
-        );
-        assert!(
-            err.contains(&format!("{flag} is not honoured by `metrics-rbac-proxy`")),
-            "{err}"
-        );
-    }
+    cpm_testing::process::assert_refused(
+        env!("CARGO_BIN_EXE_metrics-rbac-proxy"),
+        &["--node-ip", "127.0.0.1"],
+        "metrics-rbac-proxy",
+        &cases,
+    );
 }
 
 /// With nothing changing, the proxy never reloads its serving certificate: its own reads of the

@@ -1,15 +1,14 @@
 //! Process-level tests of proxy-reloader against the project's test API server: ready endpoints
 //! only, the removal grace period, never an empty list, an unreachable API, and `--once`.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use cpm_testing::apiserver::{ApiServer, Identity, UserInfo};
 use cpm_testing::process::{code, stderr};
 use cpm_testing::root::FakeRoot;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, PostParams};
 
 const FILE: &str = "etc/kubernetes/api-proxy/upstreams.json";
 
@@ -42,35 +41,7 @@ impl Cluster {
 
     /// Creates or replaces slice `name` with `(ip, ready)` endpoints on port 6443.
     async fn set_slice(&self, name: &str, endpoints: &[(&str, bool)]) {
-        let mut slice = EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("default".into()),
-                labels: Some(BTreeMap::from([(
-                    "kubernetes.io/service-name".to_string(),
-                    "kubernetes".to_string(),
-                )])),
-                ..Default::default()
-            },
-            address_type: "IPv4".into(),
-            ports: Some(vec![EndpointPort {
-                name: Some("https".into()),
-                port: Some(6443),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            endpoints: endpoints
-                .iter()
-                .map(|(ip, ready)| Endpoint {
-                    addresses: vec![(*ip).into()],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(*ready),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        };
+        let mut slice = cpm_testing::fixtures::kubernetes_endpoint_slice(name, 6443, endpoints);
         match self.slices.get_opt(name).await.unwrap() {
             Some(old) => {
                 slice.metadata.resource_version = old.metadata.resource_version;
@@ -325,13 +296,6 @@ async fn an_idle_daemon_does_no_work() {
     let inputs = [c.root.join("etc/kubernetes")];
     let admin = d.admin.clone();
     tokio::task::block_in_place(|| {
-        cpm_testing::idle::settle(&admin, "cpm_reconcile_total{");
-        let requests = c.server.requests().len();
-        cpm_testing::idle::assert_idle(&admin, "cpm_reconcile_total{", &inputs);
-        assert_eq!(
-            c.server.requests().len(),
-            requests,
-            "API requests while idle"
-        );
+        cpm_testing::idle::assert_idle_against(&c.server, &admin, "cpm_reconcile_total{", &inputs);
     });
 }
