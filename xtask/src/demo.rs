@@ -143,7 +143,7 @@ pub fn run(dir: &Path, masters: u8, clean: bool) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     let server = kubeconfigs(&rt, &config, &pki, &roots)?;
-    let procs = etcd_cluster(&rt, &server, &config, &pki, &roots)?;
+    let procs = etcd_cluster(&rt, &server, &config, &roots)?;
     manifests(&rt, &server, &config, &pki, &roots)?;
     if have("kubectl") {
         step("kubectl get controlplanenodes: each master's version and rollout record");
@@ -583,7 +583,6 @@ fn etcd_cluster(
     rt: &tokio::runtime::Runtime,
     server: &cpm_testing::apiserver::ApiServer,
     config: &Path,
-    pki: &Path,
     roots: &[(String, String, PathBuf)],
 ) -> anyhow::Result<Vec<EtcdProcess>> {
     use k8s_openapi::api::core::v1::Node;
@@ -601,8 +600,6 @@ fn etcd_cluster(
             s(root),
             "--config",
             s(config),
-            "--pki-dir",
-            s(pki),
             "--node-name",
             name,
             "--node-ip",
@@ -690,8 +687,6 @@ fn manifests(
             s(root),
             "--config",
             s(config),
-            "--pki-dir",
-            s(pki),
             "--node-name",
             name,
             "--node-ip",
