@@ -70,5 +70,7 @@ pub fn run(no_install: bool) -> anyhow::Result<()> {
     )?;
     // Static release build of every binary, then the image checks (slow: minutes cold).
     cmd::run("cargo", &["xtask", "images", "--test"])?;
+    // The README's main job, so a change that breaks what an operator runs first fails CI.
+    cmd::run("cargo", &["xtask", "demo"])?;
     Ok(())
 }
