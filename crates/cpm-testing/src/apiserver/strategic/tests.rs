@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 
-fn deployment(containers: Value) -> Value {
+fn deployment(containers: &Value) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -18,14 +18,14 @@ fn deployment(containers: Value) -> Value {
 }
 
 /// `check(original, patch, expected)` on a Deployment.
-fn check(original: &Value, patch: Value, expected: &Value) {
-    let got = apply(original, &patch, "apps/v1", "Deployment").unwrap();
+fn check(original: &Value, patch: &Value, expected: &Value) {
+    let got = apply(original, patch, "apps/v1", "Deployment").unwrap();
     assert_eq!(&got, expected, "patch {patch}");
 }
 
 #[test]
 fn lists_with_a_merge_key_merge_by_it() {
-    let before = deployment(json!([
+    let before = deployment(&json!([
         {"name": "web", "image": "nginx:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
         {"name": "sidecar", "image": "envoy", "args": ["-v", "2"]},
     ]));
@@ -41,8 +41,8 @@ fn lists_with_a_merge_key_merge_by_it() {
     }}}});
     check(
         &before,
-        patch,
-        &deployment(json!([
+        &patch,
+        &deployment(&json!([
             {"name": "log", "image": "fluent"},
             {"name": "web", "image": "nginx:2", "env": [{"name": "B", "value": "2"}]},
             {"name": "sidecar", "image": "envoy", "args": ["-q"]},
@@ -52,7 +52,7 @@ fn lists_with_a_merge_key_merge_by_it() {
 
 #[test]
 fn maps_directives_and_sets() {
-    let before = deployment(json!([{"name": "web", "image": "nginx"}]));
+    let before = deployment(&json!([{"name": "web", "image": "nginx"}]));
     let mut expected = before.clone();
     expected["metadata"]["labels"] = json!({"app": "web", "new": "1"});
     expected["metadata"]["finalizers"] = json!(["b", "c"]);
@@ -60,7 +60,7 @@ fn maps_directives_and_sets() {
     expected["spec"]["replicas"] = json!(5);
     check(
         &before,
-        json!({
+        &json!({
             "metadata": {
                 "labels": {"tier": null, "new": "1"},
                 "finalizers": ["c"],
@@ -75,14 +75,14 @@ fn maps_directives_and_sets() {
     replaced["metadata"]["labels"] = json!({"only": "this"});
     check(
         &before,
-        json!({"metadata": {"labels": {"$patch": "replace", "only": "this"}}}),
+        &json!({"metadata": {"labels": {"$patch": "replace", "only": "this"}}}),
         &replaced,
     );
     let mut deleted = before.clone();
     deleted["spec"].as_object_mut().unwrap().remove("strategy");
     check(
         &before,
-        json!({"spec": {"strategy": {"$patch": "delete"}}}),
+        &json!({"spec": {"strategy": {"$patch": "delete"}}}),
         &deleted,
     );
 }
@@ -102,7 +102,7 @@ fn kinds_without_a_schema_patch_like_merge_patches() {
 
 #[test]
 fn malformed_patches_are_400() {
-    let before = deployment(json!([{"name": "web"}]));
+    let before = deployment(&json!([{"name": "web"}]));
     let bad = |patch: Value| {
         let err = apply(&before, &patch, "apps/v1", "Deployment").unwrap_err();
         assert_eq!(err.code, 400, "{patch}");
