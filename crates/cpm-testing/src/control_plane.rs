@@ -49,6 +49,10 @@ pub const STORE_CA_ENV: &str = "CPM_SIM_STORE_CA";
 /// The Kubernetes version to report (`v1.33.5`, the image tag the simulator runs); each
 /// component reports [`DEFAULT_VERSION`] without it.
 pub const VERSION_ENV: &str = "CPM_SIM_KUBE_VERSION";
+/// The directory a component's `/` is (a simulated node's `--root`): absolute paths named inside
+/// configuration files (the scheduler's `clientConnection.kubeconfig`) are read under it. The
+/// command's own paths are mapped by whoever runs it.
+pub const ROOT_ENV: &str = "CPM_SIM_ROOT";
 /// What `/version` and the build-info metric report without [`VERSION_ENV`].
 pub const DEFAULT_VERSION: &str = "v1.33.0-cpm-testing";
 

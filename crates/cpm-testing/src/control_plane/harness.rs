@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::cli::COMPONENTS;
-use super::{STORE_URL_ENV, VERSION_ENV};
+use super::{ROOT_ENV, STORE_URL_ENV, VERSION_ENV};
 
 /// A child process killed when dropped.
 #[derive(Debug)]
@@ -174,13 +174,14 @@ impl StaticPod {
     }
 
     /// Runs the command (its first word from `bin_dir`, see [`link_components`]) with the
-    /// store's URL and the image tag in the environment.
+    /// store's URL, the image tag and the root in the environment.
     pub fn spawn(&self, root: &Path, bin_dir: &Path, store_url: &str, log: PathBuf) -> Running {
         let args = self.mapped(root);
         let mut cmd = Command::new(bin_dir.join(&args[0]));
         cmd.args(&args[1..])
             .env(STORE_URL_ENV, store_url)
             .env(VERSION_ENV, self.tag())
+            .env(ROOT_ENV, root)
             .env_remove("RUST_LOG");
         spawn(cmd, log)
     }

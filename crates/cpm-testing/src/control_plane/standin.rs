@@ -82,11 +82,13 @@ pub(crate) struct Election {
 }
 
 /// The election of a component from its flags and, for the scheduler, its configuration file
-/// (whose `clientConnection` and `leaderElection` win, as with the real scheduler).
+/// (whose `clientConnection` and `leaderElection` win, as with the real scheduler; an absolute
+/// kubeconfig path in it is taken under `root`, [`super::ROOT_ENV`]).
 pub(crate) fn election(
     component: Component,
     args: &StandInArgs,
     config: Option<&Value>,
+    root: Option<&Path>,
 ) -> Result<Election, ControlPlaneError> {
     let mut e = Election {
         enabled: args.leader_elect.unwrap_or(true),
@@ -114,7 +116,10 @@ pub(crate) fn election(
     };
     let s = |p: &str| config.pointer(p).and_then(Value::as_str);
     if let Some(k) = s("/clientConnection/kubeconfig").filter(|k| !k.is_empty()) {
-        e.kubeconfig = Some(PathBuf::from(k));
+        e.kubeconfig = Some(match (root, k.strip_prefix('/')) {
+            (Some(root), Some(relative)) => root.join(relative),
+            _ => PathBuf::from(k),
+        });
     }
     if let Some(on) = config
         .pointer("/leaderElection/leaderElect")
@@ -483,7 +488,8 @@ pub(crate) async fn run(
     config: Option<PathBuf>,
 ) -> Result<(), ControlPlaneError> {
     let config = config.as_deref().map(scheduler_config).transpose()?;
-    let election = election(component, &args, config.as_ref())?;
+    let root = std::env::var_os(super::ROOT_ENV).map(PathBuf::from);
+    let election = election(component, &args, config.as_ref(), root.as_deref())?;
     let provider = serving::provider(&args.tls_cipher_suites)?;
     let roots = Arc::new(ClientRoots::new(provider.clone()));
     let cas = |p: &Option<PathBuf>| -> Result<Vec<_>, ControlPlaneError> {

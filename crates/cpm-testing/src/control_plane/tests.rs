@@ -108,11 +108,31 @@ fn the_scheduler_configuration_decides_its_election() {
         "clientConnection": {"kubeconfig": "/etc/kubernetes/scheduler.conf"},
         "leaderElection": {"leaderElect": true, "leaseDuration": "20s", "resourceName": "sched"},
     });
-    let e = standin::election(standin::Component::Scheduler, &s.common, Some(&config)).unwrap();
+    let e = standin::election(
+        standin::Component::Scheduler,
+        &s.common,
+        Some(&config),
+        None,
+    )
+    .unwrap();
     assert!(e.enabled);
     assert_eq!(
         e.kubeconfig.as_deref(),
         Some(std::path::Path::new("/etc/kubernetes/scheduler.conf"))
+    );
+    let root = std::path::Path::new("/tmp/m1");
+    let e = standin::election(
+        standin::Component::Scheduler,
+        &s.common,
+        Some(&config),
+        Some(root),
+    )
+    .unwrap();
+    assert_eq!(
+        e.kubeconfig.as_deref(),
+        Some(std::path::Path::new(
+            "/tmp/m1/etc/kubernetes/scheduler.conf"
+        ))
     );
     assert_eq!(e.lease_duration, Duration::from_secs(20));
     assert_eq!(e.renew_deadline, Duration::from_secs(10));
@@ -120,7 +140,7 @@ fn the_scheduler_configuration_decides_its_election() {
         (e.name.as_str(), e.namespace.as_str()),
         ("sched", "kube-system")
     );
-    let e = standin::election(standin::Component::Scheduler, &s.common, None).unwrap();
+    let e = standin::election(standin::Component::Scheduler, &s.common, None, None).unwrap();
     assert!(!e.enabled);
     assert_eq!(e.name, "kube-scheduler");
 }
