@@ -304,6 +304,8 @@ enum Target {
     Status(String),
     /// `serviceaccounts/<name>/token` (TokenRequest).
     Token(String),
+    /// `<workload>/<name>/scale` (an `autoscaling/v1` Scale).
+    Scale(String),
 }
 
 fn route(ctx: &Ctx<'_>, is_watch: bool) -> Result<Response<Body>, ApiError> {
@@ -467,6 +469,11 @@ fn resource(
             [plural @ "serviceaccounts", name, "token"] if group.is_empty() => {
                 (*plural, Target::Token(name.to_string()))
             }
+            [
+                plural @ ("deployments" | "replicasets" | "statefulsets"),
+                name,
+                "scale",
+            ] if group == "apps" => (*plural, Target::Scale(name.to_string())),
             _ => return Err(ApiError::no_route()),
         };
         let def = store
@@ -497,6 +504,9 @@ fn resource(
         })?;
         return token_request(ctx, &def, &ns, name);
     }
+    if let Target::Scale(name) = &target {
+        return scale(ctx, &def, &ns.unwrap_or_default(), name);
+    }
     let verb = match (ctx.method.clone(), &target) {
         (Method::GET, Target::Collection) if is_watch => "watch",
         (Method::GET, Target::Collection) => "list",
@@ -517,7 +527,7 @@ fn resource(
     }
     let (name, status_only) = match &target {
         Target::Collection => (String::new(), false),
-        Target::Item(n) | Target::Token(n) => (n.clone(), false),
+        Target::Item(n) | Target::Token(n) | Target::Scale(n) => (n.clone(), false),
         Target::Status(n) => (n.clone(), true),
     };
     ctx.authorize(&Attributes {
@@ -986,6 +996,120 @@ fn apply(
     let key = store_key(def, ns, name);
     let updated = store.replace(def, key, &prior, new, status_only, Some(managers), opts)?;
     Ok((StatusCode::OK, updated))
+}
+
+/// The `autoscaling/v1` Scale of a workload.
+fn scale_of(obj: &Value) -> Value {
+    let m = |k: &str| {
+        obj.pointer(&format!("/metadata/{k}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m("name"),
+            "namespace": m("namespace"),
+            "uid": m("uid"),
+            "resourceVersion": m("resourceVersion"),
+            "creationTimestamp": m("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// The `scale` subresource: GET the Scale, or PUT / PATCH it to set the workload's
+/// `spec.replicas` (a resourceVersion in the Scale is a precondition).
+fn scale(
+    ctx: &Ctx<'_>,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let verb = match *ctx.method {
+        Method::GET => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    ctx.authorize(&Attributes {
+        user: ctx.user.clone(),
+        verb: verb.into(),
+        group: def.group.clone(),
+        resource: def.plural.clone(),
+        subresource: "scale".into(),
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        path: String::new(),
+    })?;
+    let mut store = ctx.shared.store();
+    let prior = store
+        .stored(def, ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
+    let current = scale_of(&prior.obj);
+    let wanted = match verb {
+        "get" => return Ok(full(StatusCode::OK, &current)),
+        "update" => ctx.object_body()?,
+        _ => match ctx.content_type.as_str() {
+            "application/json-patch+json" => patch::json_patch(&current, &ctx.body)?,
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                let mut s = current.clone();
+                patch::merge(&mut s, &ctx.json_body()?);
+                s
+            }
+            other => return Err(ApiError::unsupported_media_type(other)),
+        },
+    };
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                "spec.replicas: Required value",
+            )
+        })?;
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            &format!(
+                "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+            ),
+        ));
+    }
+    let mut obj = prior.obj.clone();
+    obj["spec"]["replicas"] = json!(replicas);
+    if let Some(rv) = wanted
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        obj["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let key = store_key(def, ns, name);
+    let updated = store.replace(def, key, &prior, obj, false, None, &ctx.opts(false))?;
+    drop(store);
+    ctx.shared.notify();
+    Ok(full(StatusCode::OK, &scale_of(&updated)))
 }
 
 fn user_json(u: &UserInfo) -> Value {

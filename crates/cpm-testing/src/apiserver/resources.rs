@@ -32,6 +32,8 @@ pub(crate) struct ResourceDef {
     pub(crate) namespaced: bool,
     pub(crate) status: bool,
     pub(crate) short_names: Vec<String>,
+    /// Categories (`all`), for `kubectl get all`.
+    pub(crate) categories: Vec<String>,
     pub(crate) special: Special,
     /// Custom resources: the `openAPIV3Schema` of each served version that declares one.
     pub(crate) schemas: BTreeMap<String, Value>,
@@ -55,9 +57,16 @@ impl ResourceDef {
             namespaced,
             status,
             short_names: vec![],
+            categories: vec![],
             special: Special::None,
             schemas: BTreeMap::new(),
         }
+    }
+
+    /// In the `all` category.
+    fn all(mut self) -> Self {
+        self.categories = vec!["all".into()];
+        self
     }
 
     fn special(mut self, special: Special) -> Self {
@@ -114,21 +123,33 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
     vec![
         ResourceDef::builtin("", "v1", "Namespace", "namespaces", false, true).short(&["ns"]),
         ResourceDef::builtin("", "v1", "Node", "nodes", false, true).short(&["no"]),
-        ResourceDef::builtin("", "v1", "Pod", "pods", true, true).short(&["po"]),
+        ResourceDef::builtin("", "v1", "Pod", "pods", true, true)
+            .short(&["po"])
+            .all(),
         ResourceDef::builtin("", "v1", "Secret", "secrets", true, false),
         ResourceDef::builtin("", "v1", "ConfigMap", "configmaps", true, false).short(&["cm"]),
         ResourceDef::builtin("", "v1", "Event", "events", true, false).short(&["ev"]),
         ResourceDef::builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false)
             .short(&["sa"]),
-        ResourceDef::builtin("", "v1", "Service", "services", true, true).short(&["svc"]),
+        ResourceDef::builtin("", "v1", "Service", "services", true, true)
+            .short(&["svc"])
+            .all(),
         ResourceDef::builtin("apps", "v1", "Deployment", "deployments", true, true)
-            .short(&["deploy"]),
-        ResourceDef::builtin("apps", "v1", "DaemonSet", "daemonsets", true, true).short(&["ds"]),
+            .short(&["deploy"])
+            .all(),
+        ResourceDef::builtin("apps", "v1", "DaemonSet", "daemonsets", true, true)
+            .short(&["ds"])
+            .all(),
         ResourceDef::builtin("apps", "v1", "StatefulSet", "statefulsets", true, true)
-            .short(&["sts"]),
-        ResourceDef::builtin("apps", "v1", "ReplicaSet", "replicasets", true, true).short(&["rs"]),
-        ResourceDef::builtin("batch", "v1", "Job", "jobs", true, true),
-        ResourceDef::builtin("batch", "v1", "CronJob", "cronjobs", true, true).short(&["cj"]),
+            .short(&["sts"])
+            .all(),
+        ResourceDef::builtin("apps", "v1", "ReplicaSet", "replicasets", true, true)
+            .short(&["rs"])
+            .all(),
+        ResourceDef::builtin("batch", "v1", "Job", "jobs", true, true).all(),
+        ResourceDef::builtin("batch", "v1", "CronJob", "cronjobs", true, true)
+            .short(&["cj"])
+            .all(),
         ResourceDef::builtin(
             "discovery.k8s.io",
             "v1",
@@ -263,6 +284,18 @@ pub(crate) fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
                 .into(),
         );
     }
+    let list = |p: &str| -> Vec<String> {
+        spec.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let categories = list("/names/categories");
     let short_names = spec
         .pointer("/names/shortNames")
         .and_then(Value::as_array)
@@ -282,6 +315,7 @@ pub(crate) fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         namespaced,
         status,
         short_names,
+        categories,
         special: Special::None,
         schemas,
     })
@@ -367,6 +401,9 @@ pub(crate) fn resource_list(defs: &[ResourceDef], group: &str, version: &str) ->
         if !d.short_names.is_empty() {
             r["shortNames"] = json!(d.short_names);
         }
+        if !d.categories.is_empty() {
+            r["categories"] = json!(d.categories);
+        }
         resources.push(r);
         if d.status {
             resources.push(json!({
@@ -374,6 +411,19 @@ pub(crate) fn resource_list(defs: &[ResourceDef], group: &str, version: &str) ->
                 "singularName": "",
                 "namespaced": d.namespaced,
                 "kind": d.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if d.group == "apps"
+            && matches!(d.kind.as_str(), "Deployment" | "ReplicaSet" | "StatefulSet")
+        {
+            resources.push(json!({
+                "name": format!("{}/scale", d.plural),
+                "singularName": "",
+                "namespaced": true,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
                 "verbs": ["get", "patch", "update"],
             }));
         }

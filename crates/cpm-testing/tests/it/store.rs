@@ -167,6 +167,14 @@ fn kubectl_creates_applies_and_reads_back() {
             "env": [{"name": "B", "value": "2"}],
         }])
     );
+    // The scale subresource, and the `all` category.
+    let scaled = c
+        .kubectl
+        .ok(&["scale", "deployment", "web", "--replicas=5"]);
+    assert_eq!(scaled.trim(), "deployment.apps/web scaled");
+    assert_eq!(c.json(&["get", "deployment", "web"])["spec"]["replicas"], 5);
+    let all = c.kubectl.ok(&["get", "all", "-o", "name"]);
+    assert_eq!(all.trim(), "deployment.apps/web");
 }
 
 #[test]
