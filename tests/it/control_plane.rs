@@ -218,8 +218,37 @@ async fn fronts_from_rendered_manifests_share_one_store() {
         assert_eq!(cm, r#"["front-proxy-client"]"#);
     });
 
-    // One front gone, the other still serves.
-    front1.stop("-KILL");
+    // Both fronts keep themselves in the kubernetes Service's endpoints.
+    let endpoints = |k: &Kubectl| {
+        k.ok(&[
+            "get",
+            "endpointslice",
+            "kubernetes",
+            "-o",
+            "jsonpath={.endpoints[*].addresses[0]}",
+        ])
+    };
+    tokio::task::block_in_place(|| {
+        assert!(
+            eventually(|| endpoints(&k2) == "127.0.41.1 127.0.41.2"),
+            "endpoints: {}",
+            endpoints(&k2)
+        );
+        assert_eq!(
+            k2.ok(&[
+                "get",
+                "service",
+                "kubernetes",
+                "-o",
+                "jsonpath={.spec.clusterIP}"
+            ]),
+            "10.96.0.1"
+        );
+    });
+
+    // One front gone, the other still serves, and lists only itself.
+    let status = front1.stop("-TERM");
+    assert!(status.is_some_and(|s| s.success()), "{}", front1.log_text());
     tokio::task::block_in_place(|| {
         let down = k1.run(&["get", "configmap", "shared"]);
         assert_ne!(code(&down), 0);
@@ -227,7 +256,20 @@ async fn fronts_from_rendered_manifests_share_one_store() {
             k2.ok(&["get", "configmap", "shared", "-o", "name"]).trim(),
             "configmap/shared"
         );
+        assert_eq!(endpoints(&k2), "127.0.41.2");
     });
+}
+
+/// Whether `f` holds within 30 s (tried every 200 ms).
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
 }
 
 /// Whether `kubectl get configmaps --watch` prints the configmap `act` creates (`watched`).
@@ -354,12 +396,13 @@ async fn controller_manager_and_scheduler_serve_health_and_metrics_as_rendered()
             metrics.body
         );
     }
-    // Both hold their leader-election Lease through their kubeconfigs.
+    // Both hold their leader-election Lease through their kubeconfigs, and the controller
+    // manager's leader gives every namespace its default ServiceAccount and root CA.
     let Some(k) = c.kubectl(0) else { return };
+    let root_ca = c.ca();
     tokio::task::block_in_place(|| {
         for lease in ["kube-controller-manager", "kube-scheduler"] {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let holder = loop {
+            let held = || {
                 let out = k.run(&[
                     "get",
                     "lease",
@@ -369,13 +412,29 @@ async fn controller_manager_and_scheduler_serve_health_and_metrics_as_rendered()
                     "-o",
                     "jsonpath={.spec.holderIdentity}",
                 ]);
-                let h = cpm_testing::process::stdout(&out);
-                if out.status.success() && !h.is_empty() || Instant::now() > deadline {
-                    break h;
-                }
-                std::thread::sleep(Duration::from_millis(200));
+                out.status.success() && !cpm_testing::process::stdout(&out).is_empty()
             };
-            assert!(!holder.is_empty(), "nobody holds {lease}");
+            assert!(eventually(held), "nobody holds {lease}");
+        }
+        k.ok(&["create", "namespace", "later"]);
+        for ns in ["default", "kube-system", "later"] {
+            let published = || {
+                let ca = k.run(&[
+                    "get",
+                    "configmap",
+                    "-n",
+                    ns,
+                    "kube-root-ca.crt",
+                    "-o",
+                    "jsonpath={.data.ca\\.crt}",
+                ]);
+                let sa = k.run(&["get", "serviceaccount", "-n", ns, "default"]);
+                cpm_testing::process::stdout(&ca) == root_ca && sa.status.success()
+            };
+            assert!(
+                eventually(published),
+                "{ns}: no kube-root-ca.crt or default SA"
+            );
         }
     });
 }

@@ -16,7 +16,9 @@
 //!   serve `/healthz`, `/livez`, `/readyz` (anonymous) and `/metrics` (a client certificate or a
 //!   bearer token, authorised by SubjectAccessReview, as the real components delegate) on their
 //!   secure ports, and hold their leader-election Lease when `--leader-elect` (or the
-//!   scheduler's configuration) asks for it.
+//!   scheduler's configuration) asks for it. The controller manager's leader also does the two
+//!   chores pods depend on: a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap
+//!   (`--root-ca-file`) in every namespace.
 //!
 //! Invoked through a link named `kube-apiserver`, `kube-controller-manager` or
 //! `kube-scheduler`, the binary runs that command ([`cli::args`]), so a simulated kubelet can put
@@ -27,6 +29,7 @@
 
 pub mod cli;
 mod client;
+mod endpoints;
 mod flags;
 mod front;
 pub mod harness;
@@ -120,7 +123,10 @@ pub async fn run(cli: Cli) -> Result<(), ControlPlaneError> {
         Command::Store(args) => store::run(*args).await,
         Command::KubeApiserver(args) => front::run(*args).await,
         Command::KubeControllerManager(args) => {
-            standin::run(standin::Component::ControllerManager, args.common, None).await
+            let args = *args;
+            let root_ca = args.root_ca_file.as_deref().map(read).transpose()?;
+            let component = standin::Component::ControllerManager { root_ca };
+            standin::run(component, args.common, None).await
         }
         Command::KubeScheduler(args) => {
             let args = *args;

@@ -152,6 +152,9 @@ pub struct KubeApiserverArgs {
     /// Prefixes of headers holding extra attributes.
     #[arg(long, value_delimiter = ',', value_name = "PREFIXES")]
     pub requestheader_extra_headers_prefix: Vec<String>,
+    /// The Service IP range: its first address is the `kubernetes` Service's ClusterIP.
+    #[arg(long, value_name = "CIDR")]
+    pub service_cluster_ip_range: Option<String>,
     /// Serve requests without credentials as system:anonymous where a cluster allows them
     /// (health and /version); false refuses them with 401.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
@@ -252,6 +255,9 @@ pub struct ControllerManagerArgs {
     /// The honoured flags.
     #[command(flatten)]
     pub common: StandInArgs,
+    /// The CA published as `kube-root-ca.crt` in every namespace (by the leader).
+    #[arg(long, value_name = "FILE", help_heading = "Honoured")]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 /// `kube-scheduler`.

@@ -41,7 +41,6 @@ pub(crate) const APISERVER: &[(&str, Kind)] = &[
     ("service-account-issuer", Value),
     ("service-account-key-file", Value),
     ("service-account-signing-key-file", Value),
-    ("service-cluster-ip-range", Value),
     // common `apiserver.extraArgs`
     ("api-audiences", Value),
     ("audit-log-compress", Bool),
@@ -119,7 +118,6 @@ pub(crate) const CONTROLLER_MANAGER: &[(&str, Kind)] = &[
     ("controllers", Value),
     ("node-monitor-grace-period", Value),
     ("profiling", Bool),
-    ("root-ca-file", Value),
     ("service-account-private-key-file", Value),
     ("service-cluster-ip-range", Value),
     ("use-service-account-credentials", Bool),

@@ -10,6 +10,10 @@
 //! `X-Remote-Group` and `X-Remote-Extra-*` over the front's `--proxy-client-cert-file`
 //! certificate, which the store trusts as a front proxy. A bearer token passes through unchanged
 //! for the store to authenticate; identity headers a client sent itself never do.
+//!
+//! Like kube-apiserver, it publishes `kube-system/extension-apiserver-authentication` (its
+//! client and front-proxy CAs, for the components' delegated authentication) and keeps itself
+//! in the `default/kubernetes` Service's endpoints ([`super::endpoints`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::cli::KubeApiserverArgs;
 use super::client::{StoreClient, UpBody, store_client};
+use super::endpoints;
 use super::serving::{self, ClientRoots, TlsFlags};
 use super::{ControlPlaneError, STORE_CA_ENV, STORE_URL_ENV, kube_version, read, terminated};
 use crate::apiserver::listener::{self, Conn, Limits};
@@ -230,6 +235,98 @@ impl Front {
         )
     }
 
+    /// Server-side applies `obj` at `path` as kube-apiserver.
+    async fn apply(&self, path: &str, obj: &Value) -> Result<(), String> {
+        let (status, body) = self
+            .own_request(
+                Method::PATCH,
+                &format!("{path}?fieldManager=kube-apiserver&force=true"),
+                Some("application/apply-patch+yaml"),
+                Bytes::from(obj.to_string()),
+            )
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+        }
+    }
+
+    /// The fronts alive now, from their identity Leases.
+    async fn alive(&self) -> Result<Vec<(std::net::IpAddr, u16)>, String> {
+        let (status, body) = self
+            .own_request(
+                Method::GET,
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases?labelSelector=apiserver.kubernetes.io%2Fidentity%3Dkube-apiserver",
+                None,
+                Bytes::new(),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(format!("listing leases: {status}"));
+        }
+        let list: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let items = list
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(endpoints::alive(&items, std::time::SystemTime::now()))
+    }
+
+    /// Renews this front's Lease and writes the `kubernetes` Service and EndpointSlice.
+    async fn reconcile_endpoints(
+        &self,
+        me: &endpoints::Identity,
+        service_ip: Option<std::net::IpAddr>,
+    ) -> Result<(), String> {
+        let lease = endpoints::lease(me, std::time::SystemTime::now());
+        self.apply(
+            &format!(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{}",
+                me.lease
+            ),
+            &lease,
+        )
+        .await?;
+        self.apply(
+            "/api/v1/namespaces/default/services/kubernetes",
+            &endpoints::service(service_ip, me.port),
+        )
+        .await?;
+        let alive = self.alive().await?;
+        self.apply(
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+            &endpoints::endpoint_slice(&alive),
+        )
+        .await
+    }
+
+    /// Removes this front's Lease and its address from the EndpointSlice.
+    async fn leave(&self, me: &endpoints::Identity) -> Result<(), String> {
+        self.own_request(
+            Method::DELETE,
+            &format!(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{}",
+                me.lease
+            ),
+            None,
+            Bytes::new(),
+        )
+        .await?;
+        let alive: Vec<_> = self
+            .alive()
+            .await?
+            .into_iter()
+            .filter(|(ip, port)| (*ip, *port) != (me.address, me.port))
+            .collect();
+        self.apply(
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+            &endpoints::endpoint_slice(&alive),
+        )
+        .await
+    }
+
     /// Writes `kube-system/extension-apiserver-authentication` (server-side apply).
     async fn publish_authentication_config(&self) -> Result<(), String> {
         let cm = json!({
@@ -238,19 +335,11 @@ impl Front {
             "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
             "data": self.authentication_config,
         });
-        let (status, body) = self
-            .own_request(
-                Method::PATCH,
-                "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication?fieldManager=kube-apiserver&force=true",
-                Some("application/apply-patch+yaml"),
-                Bytes::from(cm.to_string()),
-            )
-            .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-        }
+        self.apply(
+            "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
+            &cm,
+        )
+        .await
     }
 }
 
@@ -449,6 +538,28 @@ pub(crate) async fn run(args: KubeApiserverArgs) -> Result<(), ControlPlaneError
             }
         })
     };
+    let me = endpoints::Identity::new(
+        args.advertise_address
+            .or(Some(args.bind_address).filter(|ip| !ip.is_unspecified()))
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        args.secure_port,
+    );
+    let service_ip = args
+        .service_cluster_ip_range
+        .as_deref()
+        .and_then(endpoints::first_service_ip);
+    let reconciler = {
+        let front = front.clone();
+        let me = me.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = front.reconcile_endpoints(&me, service_ip).await {
+                    debug!(error = %e, "cannot reconcile the kubernetes endpoints yet");
+                }
+                tokio::time::sleep(endpoints::PERIOD).await;
+            }
+        })
+    };
     let served = {
         let front = front.clone();
         tokio::spawn(listener::serve(
@@ -463,6 +574,10 @@ pub(crate) async fn run(args: KubeApiserverArgs) -> Result<(), ControlPlaneError
         warn!(store = %front.store, "the store does not answer yet: not ready until it does");
     }
     let result = terminated().await;
+    reconciler.abort();
+    if let Err(e) = front.leave(&me).await {
+        warn!(error = %e, "cannot remove this front from the kubernetes endpoints");
+    }
     publisher.abort();
     served.abort();
     info!("kube-apiserver front stopping");

@@ -47,23 +47,26 @@ use crate::apiserver::listener::{self, Conn, Limits};
 use crate::apiserver::{Body, CertAuth, CertOutcome, RequestHeader, UserInfo, bearer, ca_certs};
 
 /// Which component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Component {
-    ControllerManager,
+    /// With the PEM of `--root-ca-file`, which its leader publishes.
+    ControllerManager {
+        root_ca: Option<String>,
+    },
     Scheduler,
 }
 
 impl Component {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
-            Self::ControllerManager => "kube-controller-manager",
+            Self::ControllerManager { .. } => "kube-controller-manager",
             Self::Scheduler => "kube-scheduler",
         }
     }
 
-    fn default_port(self) -> u16 {
+    fn default_port(&self) -> u16 {
         match self {
-            Self::ControllerManager => 10257,
+            Self::ControllerManager { .. } => 10257,
             Self::Scheduler => 10259,
         }
     }
@@ -85,7 +88,7 @@ pub(crate) struct Election {
 /// (whose `clientConnection` and `leaderElection` win, as with the real scheduler; an absolute
 /// kubeconfig path in it is taken under `root`, [`super::ROOT_ENV`]).
 pub(crate) fn election(
-    component: Component,
+    component: &Component,
     args: &StandInArgs,
     config: Option<&Value>,
     root: Option<&Path>,
@@ -446,7 +449,85 @@ fn identity() -> String {
     format!("{host}_{:032x}", rand::random::<u128>())
 }
 
-/// Holds the Lease while it can, and tries again when it is lost.
+/// Success, or a conflict with an object that is already there.
+fn created_or_exists<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Ensures a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in `namespace`.
+async fn publish_to(
+    client: &kube::Client,
+    namespace: &str,
+    root_ca: &str,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let meta = |name: &str| kube::api::ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..kube::api::ObjectMeta::default()
+    };
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let sa = ServiceAccount {
+        metadata: meta("default"),
+        ..ServiceAccount::default()
+    };
+    created_or_exists(sas.create(&PostParams::default(), &sa).await)?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let data: std::collections::BTreeMap<String, String> =
+        [("ca.crt".to_string(), root_ca.to_string())].into();
+    match cms.get_opt("kube-root-ca.crt").await? {
+        Some(cm) if cm.data.as_ref() == Some(&data) => Ok(()),
+        Some(mut cm) => {
+            cm.data = Some(data);
+            cms.replace("kube-root-ca.crt", &PostParams::default(), &cm)
+                .await
+                .map(|_| ())
+        }
+        None => {
+            let cm = ConfigMap {
+                metadata: meta("kube-root-ca.crt"),
+                data: Some(data),
+                ..ConfigMap::default()
+            };
+            created_or_exists(cms.create(&PostParams::default(), &cm).await)
+        }
+    }
+}
+
+/// The controller manager leader's chores, for every namespace as namespaces come (a watch).
+async fn publish(client: kube::Client, root_ca: String) {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::runtime::watcher;
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+    while let Some(event) = events.next().await {
+        let ns = match event {
+            Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => ns,
+            Ok(_) => continue,
+            Err(e) => {
+                debug!(error = %e, "namespace watch");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(name) = ns.metadata.name else {
+            continue;
+        };
+        if ns.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Err(e) = publish_to(&client, &name, &root_ca).await {
+            warn!(namespace = %name, error = %e, "cannot publish kube-root-ca.crt or the default ServiceAccount");
+        }
+    }
+}
+
+/// Holds the Lease while it can, and tries again when it is lost; the controller manager's
+/// leader does its chores while it leads.
 async fn elect(s: Arc<StandIn>, client: kube::Client, e: Election) {
     let cfg = LeaseConfig {
         namespace: e.namespace,
@@ -469,7 +550,16 @@ async fn elect(s: Arc<StandIn>, client: kube::Client, e: Election) {
             Ok(guard) => {
                 s.leader.store(true, Ordering::SeqCst);
                 info!(lease = %cfg.name, "became leader");
+                let chores = match &s.component {
+                    Component::ControllerManager {
+                        root_ca: Some(root_ca),
+                    } => Some(tokio::spawn(publish(client.clone(), root_ca.clone()))),
+                    _ => None,
+                };
                 guard.lost().await;
+                if let Some(task) = chores {
+                    task.abort();
+                }
                 s.leader.store(false, Ordering::SeqCst);
                 warn!(lease = %cfg.name, "leader election lost");
             }
@@ -489,7 +579,7 @@ pub(crate) async fn run(
 ) -> Result<(), ControlPlaneError> {
     let config = config.as_deref().map(scheduler_config).transpose()?;
     let root = std::env::var_os(super::ROOT_ENV).map(PathBuf::from);
-    let election = election(component, &args, config.as_ref(), root.as_deref())?;
+    let election = election(&component, &args, config.as_ref(), root.as_deref())?;
     let provider = serving::provider(&args.tls_cipher_suites)?;
     let roots = Arc::new(ClientRoots::new(provider.clone()));
     let cas = |p: &Option<PathBuf>| -> Result<Vec<_>, ControlPlaneError> {
@@ -498,6 +588,8 @@ pub(crate) async fn run(
             .transpose()
             .map(Option::unwrap_or_default)
     };
+    let name = component.name();
+    let port = args.secure_port.unwrap_or(component.default_port());
     let standin = Arc::new(StandIn {
         component,
         version: kube_version(),
@@ -541,10 +633,7 @@ pub(crate) async fn run(
         &provider,
         roots,
     )?;
-    let addr = SocketAddr::new(
-        args.bind_address,
-        args.secure_port.unwrap_or(component.default_port()),
-    );
+    let addr = SocketAddr::new(args.bind_address, port);
     let tcp = TcpListener::bind(addr)
         .await
         .map_err(|source| ControlPlaneError::Bind { addr, source })?;
@@ -582,9 +671,9 @@ pub(crate) async fn run(
             move |conn, req| handle(s.clone(), conn, req),
         ));
     }
-    info!(component = component.name(), %addr, "stand-in serving");
+    info!(component = name, %addr, "stand-in serving");
     let result = terminated().await;
     tasks.abort_all();
-    info!(component = component.name(), "stand-in stopping");
+    info!(component = name, "stand-in stopping");
     result
 }

@@ -109,7 +109,7 @@ fn the_scheduler_configuration_decides_its_election() {
         "leaderElection": {"leaderElect": true, "leaseDuration": "20s", "resourceName": "sched"},
     });
     let e = standin::election(
-        standin::Component::Scheduler,
+        &standin::Component::Scheduler,
         &s.common,
         Some(&config),
         None,
@@ -122,7 +122,7 @@ fn the_scheduler_configuration_decides_its_election() {
     );
     let root = std::path::Path::new("/tmp/m1");
     let e = standin::election(
-        standin::Component::Scheduler,
+        &standin::Component::Scheduler,
         &s.common,
         Some(&config),
         Some(root),
@@ -140,7 +140,7 @@ fn the_scheduler_configuration_decides_its_election() {
         (e.name.as_str(), e.namespace.as_str()),
         ("sched", "kube-system")
     );
-    let e = standin::election(standin::Component::Scheduler, &s.common, None, None).unwrap();
+    let e = standin::election(&standin::Component::Scheduler, &s.common, None, None).unwrap();
     assert!(!e.enabled);
     assert_eq!(e.name, "kube-scheduler");
 }
@@ -167,4 +167,49 @@ fn tls_flags_map_to_rustls() {
         .count();
     assert_eq!(tls12, 2);
     assert!(serving::provider(&["TLS_RSA_WITH_RC4_128_SHA".to_string()]).is_err());
+}
+
+#[test]
+fn the_kubernetes_endpoints_list_the_fronts_renewed_within_the_ttl() {
+    use std::net::IpAddr;
+    let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let a = endpoints::Identity::new(ip("127.0.41.2"), 6443);
+    let b = endpoints::Identity::new(ip("127.0.41.1"), 6443);
+    assert_ne!(a.lease, b.lease);
+    assert_eq!(
+        a.lease,
+        endpoints::Identity::new(ip("127.0.41.2"), 6443).lease
+    );
+    let leases = [
+        endpoints::lease(&a, now - Duration::from_secs(14)),
+        endpoints::lease(&b, now - Duration::from_secs(1)),
+        endpoints::lease(
+            &endpoints::Identity::new(ip("127.0.41.3"), 6443),
+            now - Duration::from_secs(16),
+        ),
+    ];
+    let alive = endpoints::alive(&leases, now);
+    assert_eq!(
+        alive,
+        [(ip("127.0.41.1"), 6443), (ip("127.0.41.2"), 6443)],
+        "sorted, the stale one dropped"
+    );
+    let slice = endpoints::endpoint_slice(&alive);
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(slice["endpoints"][1]["addresses"][0], "127.0.41.2");
+    assert_eq!(slice["ports"][0]["port"], 6443);
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "kubernetes"
+    );
+    assert_eq!(
+        endpoints::first_service_ip("10.96.0.0/12"),
+        Some(ip("10.96.0.1"))
+    );
+    assert_eq!(
+        endpoints::first_service_ip("fd00::/108,10.0.0.0/16"),
+        Some(ip("fd00::1"))
+    );
+    assert_eq!(endpoints::first_service_ip("bogus"), None);
 }
