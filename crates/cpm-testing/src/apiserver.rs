@@ -1,6 +1,9 @@
 //! An in-process Kubernetes API server for tests: HTTPS on a free loopback port with its own CA,
-//! client-certificate and bearer-token authentication, discovery, generic storage with
-//! kube-apiserver semantics, watches, patches, server-side apply, and fault injection.
+//! request-header, client-certificate and bearer-token authentication (service-account tokens
+//! from TokenRequest included), discovery and OpenAPI documents, generic storage with
+//! kube-apiserver semantics and field validation, watches, patches, server-side apply, and
+//! fault injection. `cpm-test-apiserver store` runs it as a process
+//! ([`crate::control_plane`]).
 //!
 //! Tests connect exactly as production code does: through a kubeconfig (rustls, CA data in the
 //! kubeconfig) turned into a [`kube::Client`].
@@ -20,39 +23,54 @@
 //!
 //! What differs from a real kube-apiserver is listed in `docs/testing.md`.
 
+mod authn;
 mod faults;
 mod handler;
+pub(crate) mod listener;
+mod openapi;
 mod patch;
+mod protobuf;
 mod resources;
+mod schema;
 mod selectors;
 mod status;
 mod store;
+mod strategic;
 mod tls;
+mod tokens;
+mod validation;
 mod watch;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
+pub use authn::RequestHeader;
+pub(crate) use authn::{CertAuth, CertOutcome, bearer, ca_certs, escape_extra_key};
 pub use faults::{CutMode, Faults, RequestMatch};
+pub(crate) use handler::{Body, full};
+pub use listener::Limits;
+pub(crate) use resources::version as version_doc;
 pub use status::{ApiError, Details};
 pub use tls::CertAndKey;
 
-/// An authenticated user: username and groups.
+/// An authenticated user: username, groups and extra attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserInfo {
     /// The username (a client certificate's CN).
     pub username: String,
     /// The groups (a client certificate's O values).
     pub groups: Vec<String>,
+    /// Extra attributes (from a front proxy's `X-Remote-Extra-*` headers, or a
+    /// service-account token's credential id and bound pod).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -61,6 +79,7 @@ impl UserInfo {
         Self {
             username: username.to_string(),
             groups: groups.iter().map(ToString::to_string).collect(),
+            extra: BTreeMap::new(),
         }
     }
 }
@@ -157,15 +176,41 @@ pub struct ApiServerOptions {
     /// CA from a cpm bundle, so kubeconfigs cpm writes work against the server); a fresh CA
     /// when `None`.
     pub ca: Option<CertAndKey>,
+    /// Where to listen; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Names and addresses the serving certificate carries besides `localhost`, `127.0.0.1` and
+    /// the listen address.
+    pub serving_sans: Vec<String>,
+    /// Request-header authentication (a front proxy asserting identities); off when `None`.
+    pub request_header: Option<RequestHeader>,
+    /// The service-account issuer (`iss` of issued tokens, and the audience API requests'
+    /// tokens must carry).
+    pub service_account_issuer: String,
+    /// The `gitVersion` `/version` reports (major and minor are read from it).
+    pub git_version: String,
+    /// Create the namespaces kube-apiserver creates at start (`default`, `kube-system`,
+    /// `kube-public`, `kube-node-lease`).
+    pub system_namespaces: bool,
+    /// Limits of the listener.
+    pub limits: Limits,
 }
 
 impl ApiServerOptions {
-    /// 10 000 retained events, a bookmark every second.
+    /// 10 000 retained events, a bookmark every second, a free loopback port, no
+    /// request-header authentication, issuer `https://kubernetes.default.svc.cluster.local`,
+    /// no namespaces, the standard listener limits.
     pub fn standard() -> Self {
         Self {
             history_window: 10_000,
             bookmark_interval: Duration::from_secs(1),
             ca: None,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            serving_sans: Vec::new(),
+            request_header: None,
+            service_account_issuer: "https://kubernetes.default.svc.cluster.local".into(),
+            git_version: resources::DEFAULT_GIT_VERSION.into(),
+            system_namespaces: false,
+            limits: Limits::standard(),
         }
     }
 }
@@ -204,6 +249,12 @@ pub(crate) struct Shared {
     pub(crate) answered: tokio::sync::watch::Sender<usize>,
     /// Watches answered with a 410 Expired ERROR event.
     pub(crate) expired_watches: std::sync::atomic::AtomicUsize,
+    /// The certificate authenticators (x509, request-header).
+    pub(crate) cert_auth: CertAuth,
+    /// Service-account tokens issued by TokenRequest.
+    pub(crate) tokens: Mutex<tokens::Tokens>,
+    /// What `/version` reports.
+    pub(crate) git_version: String,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -221,11 +272,52 @@ impl Shared {
         self.changed.send_replace(rv);
     }
 
-    pub(crate) fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
-        lock(&self.auth).tokens.get(token).cloned()
+    /// A token issued by TokenRequest: its user and audiences while it has not expired and its
+    /// ServiceAccount (same uid) exists.
+    fn issued_token(&self, token: &str) -> Option<(UserInfo, Vec<String>)> {
+        let issued = lock(&self.tokens)
+            .lookup(token, SystemTime::now())
+            .cloned()?;
+        let r = &issued.request;
+        let store = self.store();
+        let def = store.def("", "v1", "serviceaccounts")?;
+        let sa = store.get(&def, &r.namespace, &r.name).ok()?;
+        (sa.pointer("/metadata/uid").and_then(Value::as_str) == Some(r.uid.as_str()))
+            .then(|| (issued.user.clone(), r.audiences.clone()))
     }
 
-    pub(crate) fn review_token(&self, token: &str) -> Option<UserInfo> {
+    /// The user of a bearer token on an API request: a registered token, or an issued token
+    /// whose audiences include the API server's.
+    pub(crate) fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
+        if let Some(u) = lock(&self.auth).tokens.get(token).cloned() {
+            return Some(u);
+        }
+        let api = lock(&self.tokens).api_audiences();
+        let (user, audiences) = self.issued_token(token)?;
+        (!tokens::intersect(&api, &audiences).is_empty()).then_some(user)
+    }
+
+    /// A TokenReview: an issued token for one of `audiences` (the API server's when empty),
+    /// with `system:authenticated` added as kube-apiserver does; else the scripted reviewer or
+    /// the registered tokens, with the requested audiences echoed.
+    pub(crate) fn review_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Option<(UserInfo, Vec<String>)> {
+        if let Some((mut user, have)) = self.issued_token(token) {
+            let wanted = if audiences.is_empty() {
+                lock(&self.tokens).api_audiences()
+            } else {
+                audiences.to_vec()
+            };
+            let both = tokens::intersect(&wanted, &have);
+            if both.is_empty() {
+                return None;
+            }
+            user.groups.push("system:authenticated".into());
+            return Some((user, both));
+        }
         let (reviewer, known) = {
             let a = lock(&self.auth);
             (a.reviewer.clone(), a.tokens.get(token).cloned())
@@ -234,6 +326,7 @@ impl Shared {
             Some(r) => r(token),
             None => known,
         }
+        .map(|u| (u, audiences.to_vec()))
     }
 
     pub(crate) fn authorize(&self, attrs: &Attributes) -> Decision {
@@ -273,19 +366,38 @@ impl ApiServer {
         Self::start_with(ApiServerOptions::standard()).await
     }
 
-    /// Starts a server on 127.0.0.1 with a free port.
+    /// Starts a server as `opts` say (by default on 127.0.0.1 with a free port).
     pub async fn start_with(opts: ApiServerOptions) -> Result<Self, ApiServerError> {
         let ca = Arc::new(match &opts.ca {
             Some(given) => tls::Ca::from_pem(given)?,
             None => tls::Ca::generate()?,
         });
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let cert_auth = CertAuth {
+            client_cas: vec![ca.cert_der()],
+            request_header: match &opts.request_header {
+                Some(rh) => Some((ca_certs(&rh.client_ca_pem)?, rh.clone())),
+                None => None,
+            },
+        };
+        let mut sans = opts.serving_sans.clone();
+        if !opts.listen.ip().is_unspecified() {
+            sans.push(opts.listen.ip().to_string());
+        }
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(ca.server_config(&sans, &cert_auth.roots())?);
+        let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(ApiServerError::Bind)?;
-        let addr = listener.local_addr().map_err(ApiServerError::Bind)?;
+        let mut addr = listener.local_addr().map_err(ApiServerError::Bind)?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let mut store = store::Store::new(opts.history_window);
+        if opts.system_namespaces {
+            store.create_system_namespaces();
+        }
         let shared = Arc::new(Shared {
-            store: Mutex::new(store::Store::new(opts.history_window)),
+            store: Mutex::new(store),
             changed: tokio::sync::watch::channel(1).0,
             faults: Faults::new(),
             auth: Mutex::new(Auth {
@@ -299,8 +411,17 @@ impl ApiServer {
             requests: Mutex::new(Vec::new()),
             answered: tokio::sync::watch::channel(0).0,
             expired_watches: std::sync::atomic::AtomicUsize::new(0),
+            cert_auth,
+            tokens: Mutex::new(tokens::Tokens::new(&opts.service_account_issuer)),
+            git_version: opts.git_version.clone(),
         });
-        let task = tokio::spawn(serve(listener, acceptor, shared.clone()));
+        let handler_shared = shared.clone();
+        let task = tokio::spawn(listener::serve(
+            listener,
+            acceptor,
+            opts.limits,
+            move |conn, req| handler::handle(handler_shared.clone(), conn, req),
+        ));
         Ok(Self { shared, ca, task })
     }
 
@@ -452,34 +573,5 @@ impl ApiServer {
             &["system:masters"],
         )))
         .await
-    }
-}
-
-async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, shared: Arc<Shared>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                let shared = shared.clone();
-                conns.spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let cert_user = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .and_then(|c| tls::user_from_cert(c));
-                    let svc = hyper::service::service_fn(move |req| {
-                        handler::handle(shared.clone(), cert_user.clone(), req)
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
     }
 }

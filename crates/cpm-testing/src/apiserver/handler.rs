@@ -1,9 +1,10 @@
-//! Request handling: fault injection, authentication, routing to discovery, storage verbs,
-//! patches, server-side apply, TokenReview and SubjectAccessReview.
+//! Request handling: fault injection, authentication, routing to discovery, OpenAPI, storage
+//! verbs, field validation, patches, server-side apply, TokenReview, SubjectAccessReview,
+//! SelfSubjectReview and TokenRequest.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -13,12 +14,16 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use super::authn::{self, CertOutcome};
+use super::listener::Conn;
 use super::patch::{self, Managers};
 use super::resources::{self, ResourceDef, Special};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{Store, WriteOpts};
-use super::{Attributes, RequestRecord, Shared, UserInfo, lock, watch};
+use super::validation::{self, Directive};
+use super::{Attributes, RequestRecord, Shared, UserInfo, lock, tokens, watch};
+use super::{openapi, protobuf, strategic};
 
 /// The response body type: full documents or watch streams.
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
@@ -78,12 +83,15 @@ pub(crate) fn parse_query(q: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Media types a create or update body may have.
+const BODY_TYPES: [&str; 3] = ["application/json", "application/yaml", protobuf::MEDIA_TYPE];
+
 /// Entry point for every request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    cert_user: Option<UserInfo>,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query_raw = req.uri().query().unwrap_or_default().to_string();
@@ -95,34 +103,32 @@ pub(crate) async fn handle(
         tokio::time::sleep(verdict.delay).await;
     }
 
-    let token_user = match req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-    {
-        Some(h) => match h.strip_prefix("Bearer ") {
-            Some(token) => Some(shared.authenticate_token(token.trim())),
-            None => Some(None),
-        },
-        None => None,
-    };
-    // x509 first, then tokens, as kube-apiserver's union authenticator. Anonymous requests are
-    // served only where a default cluster lets them through (`system:public-info-viewer`, bound
-    // to `system:unauthenticated`): GET of the health endpoints and /version. Elsewhere they
-    // are refused with 401 (a real server says 403 to system:anonymous).
+    // Request-header, then x509, then a bearer token, as kube-apiserver's union authenticator;
+    // a credential that fails is 401 even where anonymous requests are served. Anonymous
+    // requests are served only where a default cluster lets them through
+    // (`system:public-info-viewer`, bound to `system:unauthenticated`): GET of the health
+    // endpoints and /version. Elsewhere they are refused with 401 (a real server says 403 to
+    // system:anonymous).
     let public = method == Method::GET
         && matches!(
             path.as_str(),
             "/healthz" | "/livez" | "/readyz" | "/version"
         );
-    let user = match (cert_user, token_user) {
-        (Some(u), _) => Some(u),
-        (None, Some(u)) => u,
-        (None, None) if public => Some(UserInfo::new(
-            "system:anonymous",
-            &["system:unauthenticated"],
-        )),
-        (None, None) => None,
+    let outcome = shared
+        .cert_auth
+        .authenticate(conn.peer_certs.first(), req.headers());
+    let user = match outcome {
+        CertOutcome::User { user, .. } => Some(user),
+        outcome => match authn::bearer(req.headers()) {
+            Some(Some(token)) => shared.authenticate_token(token),
+            Some(None) => None,
+            None if outcome == CertOutcome::Refused => None,
+            None if public => Some(UserInfo::new(
+                "system:anonymous",
+                &["system:unauthenticated"],
+            )),
+            None => None,
+        },
     };
     let record = |code: u16| RequestRecord {
         method: method.to_string(),
@@ -141,6 +147,12 @@ pub(crate) async fn handle(
             .and_then(|h| h.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or_default().trim().to_string())
             .unwrap_or_default();
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -158,13 +170,22 @@ pub(crate) async fn handle(
             path: &path,
             query: &query,
             content_type,
+            accept,
             user_agent,
             body,
+            warnings: Mutex::new(Vec::new()),
         };
-        match route(&ctx, is_watch) {
+        let mut resp = match route(&ctx, is_watch) {
             Ok(resp) => resp,
             Err(e) => error(&e),
+        };
+        for w in lock(&ctx.warnings).iter() {
+            let text = format!("299 - {}", serde_json::Value::String(w.clone()));
+            if let Ok(v) = header::HeaderValue::try_from(text) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
         }
+        resp
     } else {
         error(&ApiError::unauthorized())
     };
@@ -174,7 +195,7 @@ pub(crate) async fn handle(
         log.len()
     };
     shared.answered.send_replace(n);
-    Ok(resp)
+    resp
 }
 
 struct Ctx<'a> {
@@ -184,8 +205,11 @@ struct Ctx<'a> {
     path: &'a str,
     query: &'a BTreeMap<String, String>,
     content_type: String,
+    accept: String,
     user_agent: String,
     body: Bytes,
+    /// Warnings for the response's `Warning` headers.
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -219,6 +243,37 @@ impl Ctx<'_> {
             .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
     }
 
+    /// A create or update body: JSON or YAML; any other media type (protobuf, CBOR) is 415,
+    /// which clients that can fall back to JSON understand.
+    fn object_body(&self) -> Result<Value, ApiError> {
+        match self.content_type.as_str() {
+            "" | "application/json" | "*/*" => self.json_body(),
+            "application/yaml" => {
+                let text = std::str::from_utf8(&self.body)
+                    .map_err(|_| ApiError::bad_request("error decoding YAML: not UTF-8"))?;
+                serde_saphyr::from_str(text)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+            }
+            protobuf::MEDIA_TYPE => protobuf::decode(&self.body).map_err(|why| {
+                let mut e = ApiError::unsupported_body_type(&BODY_TYPES);
+                e.message = format!(
+                    "{}; a protobuf body is read for the kinds the test API server knows, not this one: {why}",
+                    e.message
+                );
+                e
+            }),
+            _ => Err(ApiError::unsupported_body_type(&BODY_TYPES)),
+        }
+    }
+
+    /// Field validation of a whole object about to be written (see [`validation`]).
+    fn validate(&self, def: &ResourceDef, version: &str, obj: &mut Value) -> Result<(), ApiError> {
+        let directive = Directive::parse(self.q("fieldValidation"))?;
+        let warnings = validation::check(def, version, obj, directive)?;
+        lock(&self.warnings).extend(warnings);
+        Ok(())
+    }
+
     fn authorize(&self, attrs: &Attributes) -> Result<(), ApiError> {
         if !self.shared.enforcing() {
             return Ok(());
@@ -247,6 +302,10 @@ enum Target {
     Collection,
     Item(String),
     Status(String),
+    /// `serviceaccounts/<name>/token` (TokenRequest).
+    Token(String),
+    /// `<workload>/<name>/scale` (an `autoscaling/v1` Scale).
+    Scale(String),
 }
 
 fn route(ctx: &Ctx<'_>, is_watch: bool) -> Result<Response<Body>, ApiError> {
@@ -276,7 +335,63 @@ fn route(ctx: &Ctx<'_>, is_watch: bool) -> Result<Response<Body>, ApiError> {
     match segs.as_slice() {
         ["version"] if get => {
             non_resource(ctx)?;
-            Ok(full(StatusCode::OK, &resources::version()))
+            Ok(full(
+                StatusCode::OK,
+                &resources::version(&ctx.shared.git_version),
+            ))
+        }
+        ["openapi", "v3"] if get => {
+            non_resource(ctx)?;
+            Ok(full(
+                StatusCode::OK,
+                &openapi::v3_root(&ctx.shared.store().defs),
+            ))
+        }
+        ["openapi", "v3", "api", version] if get => {
+            non_resource(ctx)?;
+            let doc = openapi::v3_group_version(&ctx.shared.store().defs, "", version)
+                .ok_or_else(ApiError::no_route)?;
+            Ok(full(StatusCode::OK, &doc))
+        }
+        ["openapi", "v3", "apis", group, version] if get => {
+            non_resource(ctx)?;
+            let doc = openapi::v3_group_version(&ctx.shared.store().defs, group, version)
+                .ok_or_else(ApiError::no_route)?;
+            Ok(full(StatusCode::OK, &doc))
+        }
+        ["openapi", "v2"] if get => {
+            non_resource(ctx)?;
+            let accepted: Vec<&str> = ctx
+                .accept
+                .split(',')
+                .map(|a| a.split(';').next().unwrap_or_default().trim())
+                .collect();
+            let json = ctx.accept.is_empty()
+                || accepted
+                    .iter()
+                    .any(|t| matches!(*t, "application/json" | "*/*" | "application/*"));
+            let protobuf = accepted.iter().any(|t| {
+                t.starts_with("application/com.github.proto-openapi.spec.v2")
+                    && t.ends_with("+protobuf")
+            });
+            if json {
+                Ok(full(StatusCode::OK, &openapi::v2(&ctx.shared.store().defs)))
+            } else if protobuf {
+                let mut resp = full(StatusCode::OK, &Value::Null);
+                *resp.body_mut() = Full::new(Bytes::from(openapi::v2_protobuf()))
+                    .map_err(|never| match never {})
+                    .boxed();
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(openapi::V2_PROTOBUF),
+                );
+                Ok(resp)
+            } else {
+                Err(ApiError::not_acceptable(&[
+                    "application/json",
+                    openapi::V2_PROTOBUF,
+                ]))
+            }
         }
         ["healthz" | "livez" | "readyz"] if get => {
             non_resource(ctx)?;
@@ -351,6 +466,14 @@ fn resource(
             [plural] => (*plural, Target::Collection),
             [plural, name] => (*plural, Target::Item(name.to_string())),
             [plural, name, "status"] => (*plural, Target::Status(name.to_string())),
+            [plural @ "serviceaccounts", name, "token"] if group.is_empty() => {
+                (*plural, Target::Token(name.to_string()))
+            }
+            [
+                plural @ ("deployments" | "replicasets" | "statefulsets"),
+                name,
+                "scale",
+            ] if group == "apps" => (*plural, Target::Scale(name.to_string())),
             _ => return Err(ApiError::no_route()),
         };
         let def = store
@@ -364,6 +487,26 @@ fn resource(
     if def.namespaced && ns.is_none() && target != Target::Collection {
         return Err(ApiError::no_route());
     }
+    if let Target::Token(name) = &target {
+        if ctx.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let ns = ns.unwrap_or_default();
+        ctx.authorize(&Attributes {
+            user: ctx.user.clone(),
+            verb: "create".into(),
+            group: String::new(),
+            resource: "serviceaccounts".into(),
+            subresource: "token".into(),
+            namespace: ns.clone(),
+            name: name.clone(),
+            path: String::new(),
+        })?;
+        return token_request(ctx, &def, &ns, name);
+    }
+    if let Target::Scale(name) = &target {
+        return scale(ctx, &def, &ns.unwrap_or_default(), name);
+    }
     let verb = match (ctx.method.clone(), &target) {
         (Method::GET, Target::Collection) if is_watch => "watch",
         (Method::GET, Target::Collection) => "list",
@@ -375,7 +518,7 @@ fn resource(
         (Method::DELETE, Target::Collection) => "deletecollection",
         _ => return Err(ApiError::method_not_allowed()),
     };
-    if def.special == Special::TokenReview || def.special == Special::SubjectAccessReview {
+    if def.create_only() {
         if verb != "create" {
             return Err(ApiError::method_not_allowed());
         }
@@ -384,7 +527,7 @@ fn resource(
     }
     let (name, status_only) = match &target {
         Target::Collection => (String::new(), false),
-        Target::Item(n) => (n.clone(), false),
+        Target::Item(n) | Target::Token(n) | Target::Scale(n) => (n.clone(), false),
         Target::Status(n) => (n.clone(), true),
     };
     ctx.authorize(&Attributes {
@@ -416,8 +559,10 @@ fn resource(
         "create" => match def.special {
             Special::TokenReview => token_review(ctx),
             Special::SubjectAccessReview => subject_access_review(ctx),
+            Special::SelfSubjectReview => self_subject_review(ctx),
             _ => {
-                let obj = ctx.json_body()?;
+                let mut obj = ctx.object_body()?;
+                ctx.validate(&def, version, &mut obj)?;
                 let created =
                     ctx.shared
                         .store()
@@ -427,7 +572,8 @@ fn resource(
             }
         },
         "update" => {
-            let obj = ctx.json_body()?;
+            let mut obj = ctx.object_body()?;
+            ctx.validate(&def, version, &mut obj)?;
             let updated = ctx.shared.store().update(
                 &def,
                 &ns_str,
@@ -440,7 +586,7 @@ fn resource(
             Ok(full(StatusCode::OK, &out(updated)))
         }
         "patch" => {
-            let (code, obj) = patch(ctx, &def, &ns_str, &name, status_only)?;
+            let (code, obj) = patch(ctx, &def, version, &ns_str, &name, status_only)?;
             ctx.shared.notify();
             Ok(full(code, &out(obj)))
         }
@@ -626,13 +772,14 @@ fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
 fn patch(
     ctx: &Ctx<'_>,
     def: &ResourceDef,
+    version: &str,
     ns: &str,
     name: &str,
     status_only: bool,
 ) -> Result<(StatusCode, Value), ApiError> {
     let opts = ctx.opts(false);
     match ctx.content_type.as_str() {
-        "application/apply-patch+yaml" => apply(ctx, def, ns, name, status_only, &opts),
+        "application/apply-patch+yaml" => apply(ctx, def, version, ns, name, status_only, &opts),
         ct @ ("application/merge-patch+json"
         | "application/strategic-merge-patch+json"
         | "application/json-patch+json") => {
@@ -641,8 +788,19 @@ fn patch(
                 .stored(def, ns, name)
                 .cloned()
                 .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
-            let new = if ct == "application/json-patch+json" {
+            let mut new = if ct == "application/json-patch+json" {
                 patch::json_patch(&prior.obj, &ctx.body)?
+            } else if ct == "application/strategic-merge-patch+json" {
+                if def.custom() {
+                    // As kube-apiserver: custom resources have no patch strategies.
+                    return Err(ApiError::unsupported_body_type(&[
+                        "application/json-patch+json",
+                        "application/merge-patch+json",
+                        "application/apply-patch+yaml",
+                    ]));
+                }
+                let p = ctx.json_body()?;
+                strategic::apply(&prior.obj, &p, &def.api_version(version), &def.kind)?
             } else {
                 let p = ctx.json_body()?;
                 if !p.is_object() {
@@ -655,6 +813,7 @@ fn patch(
                 new
             };
             check_patched(def, name, &new)?;
+            ctx.validate(def, version, &mut new)?;
             let key = store_key(def, ns, name);
             let updated = store.replace(def, key, &prior, new, status_only, None, &opts)?;
             Ok((StatusCode::OK, updated))
@@ -708,6 +867,7 @@ fn check_patched(def: &ResourceDef, name: &str, obj: &Value) -> Result<(), ApiEr
 fn apply(
     ctx: &Ctx<'_>,
     def: &ResourceDef,
+    version: &str,
     ns: &str,
     name: &str,
     status_only: bool,
@@ -778,6 +938,7 @@ fn apply(
     {
         m.remove("status");
     }
+    ctx.validate(def, version, &mut config)?;
     let mut store = ctx.shared.store();
     let Some(prior) = store.stored(def, ns, name).cloned() else {
         if status_only {
@@ -837,20 +998,148 @@ fn apply(
     Ok((StatusCode::OK, updated))
 }
 
+/// The `autoscaling/v1` Scale of a workload.
+fn scale_of(obj: &Value) -> Value {
+    let m = |k: &str| {
+        obj.pointer(&format!("/metadata/{k}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m("name"),
+            "namespace": m("namespace"),
+            "uid": m("uid"),
+            "resourceVersion": m("resourceVersion"),
+            "creationTimestamp": m("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// The `scale` subresource: GET the Scale, or PUT / PATCH it to set the workload's
+/// `spec.replicas` (a resourceVersion in the Scale is a precondition).
+fn scale(
+    ctx: &Ctx<'_>,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let verb = match *ctx.method {
+        Method::GET => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    ctx.authorize(&Attributes {
+        user: ctx.user.clone(),
+        verb: verb.into(),
+        group: def.group.clone(),
+        resource: def.plural.clone(),
+        subresource: "scale".into(),
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        path: String::new(),
+    })?;
+    let mut store = ctx.shared.store();
+    let prior = store
+        .stored(def, ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
+    let current = scale_of(&prior.obj);
+    let wanted = match verb {
+        "get" => return Ok(full(StatusCode::OK, &current)),
+        "update" => ctx.object_body()?,
+        _ => match ctx.content_type.as_str() {
+            "application/json-patch+json" => patch::json_patch(&current, &ctx.body)?,
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                let mut s = current.clone();
+                patch::merge(&mut s, &ctx.json_body()?);
+                s
+            }
+            other => return Err(ApiError::unsupported_media_type(other)),
+        },
+    };
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                "spec.replicas: Required value",
+            )
+        })?;
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            &format!(
+                "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+            ),
+        ));
+    }
+    let mut obj = prior.obj.clone();
+    obj["spec"]["replicas"] = json!(replicas);
+    if let Some(rv) = wanted
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        obj["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let key = store_key(def, ns, name);
+    let updated = store.replace(def, key, &prior, obj, false, None, &ctx.opts(false))?;
+    drop(store);
+    ctx.shared.notify();
+    Ok(full(StatusCode::OK, &scale_of(&updated)))
+}
+
+fn user_json(u: &UserInfo) -> Value {
+    let mut v = json!({"username": u.username, "groups": u.groups});
+    if !u.extra.is_empty() {
+        v["extra"] = json!(u.extra);
+    }
+    v
+}
+
 fn token_review(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
-    let mut review = ctx.json_body()?;
+    let mut review = ctx.object_body()?;
     let token = review
         .pointer("/spec/token")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let audiences = review
+    let audiences: Vec<String> = review
         .pointer("/spec/audiences")
-        .cloned()
-        .unwrap_or(json!([]));
-    let status = match ctx.shared.review_token(&token) {
-        Some(u) => {
-            json!({"authenticated": true, "user": {"username": u.username, "groups": u.groups}, "audiences": audiences})
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = match ctx.shared.review_token(&token, &audiences) {
+        Some((u, audiences)) => {
+            json!({"authenticated": true, "user": user_json(&u), "audiences": audiences})
         }
         None => json!({"authenticated": false, "error": "invalid bearer token"}),
     };
@@ -859,8 +1148,158 @@ fn token_review(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     Ok(full(StatusCode::CREATED, &review))
 }
 
+/// Who the caller is, as kube-apiserver tells it: with `system:authenticated` added.
+fn self_subject_review(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    let mut review = ctx.object_body()?;
+    let mut user = ctx.user.clone();
+    if !user.groups.iter().any(|g| g == "system:authenticated") {
+        user.groups.push("system:authenticated".into());
+    }
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["kind"] = json!("SelfSubjectReview");
+    review["metadata"] = json!({"creationTimestamp": super::store::now_rfc3339()});
+    review["status"] = json!({"userInfo": user_json(&user)});
+    Ok(full(StatusCode::CREATED, &review))
+}
+
+/// TokenRequest: a token for an existing ServiceAccount, for the requested audiences (the API
+/// server's by default) and lifetime (1 h by default, 10 min at least).
+fn token_request(
+    ctx: &Ctx<'_>,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let mut request = ctx.object_body()?;
+    let kind = request.get("kind").and_then(Value::as_str);
+    if kind.is_some_and(|k| k != "TokenRequest") {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({}) does not match TokenRequest",
+            kind.unwrap_or_default()
+        )));
+    }
+    let invalid =
+        |why: String| ApiError::invalid("authentication.k8s.io", "TokenRequest", name, &why);
+    let seconds = match request.pointer("/spec/expirationSeconds") {
+        None | Some(Value::Null) => tokens::DEFAULT_EXPIRATION.as_secs(),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            invalid(format!(
+                "spec.expirationSeconds: Invalid value: {v}: may not specify a duration less than 10 minutes"
+            ))
+        })?,
+    };
+    if seconds < tokens::MIN_EXPIRATION.as_secs() {
+        return Err(invalid(format!(
+            "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+        )));
+    }
+    if seconds > tokens::MAX_EXPIRATION.as_secs() {
+        return Err(invalid(format!(
+            "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration larger than 2^32 seconds"
+        )));
+    }
+    let sa = ctx.shared.store().get(def, ns, name)?;
+    let uid = sa
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut audiences: Vec<String> = request
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if audiences.is_empty() {
+        audiences = lock(&ctx.shared.tokens).api_audiences();
+    }
+    let bound = match request.pointer("/spec/boundObjectRef") {
+        Some(r @ Value::Object(_)) => Some(bound_object(ctx, ns, r)?),
+        _ => None,
+    };
+    let (token, expires) = lock(&ctx.shared.tokens).issue(
+        SystemTime::now(),
+        tokens::Request {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            uid,
+            audiences: audiences.clone(),
+            expiration: std::time::Duration::from_secs(seconds),
+            bound,
+        },
+    );
+    let expires = time::OffsetDateTime::from(expires)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    request["metadata"] = json!({
+        "name": name,
+        "namespace": ns,
+        "creationTimestamp": super::store::now_rfc3339(),
+    });
+    request["spec"]["audiences"] = json!(audiences);
+    request["spec"]["expirationSeconds"] = json!(seconds);
+    request["status"] = json!({"token": token, "expirationTimestamp": expires});
+    Ok(full(StatusCode::CREATED, &request))
+}
+
+/// The object a token is bound to: a Pod or Secret in the namespace, or a Node, which must
+/// exist (and match its uid when one is given).
+fn bound_object(ctx: &Ctx<'_>, ns: &str, r: &Value) -> Result<tokens::Bound, ApiError> {
+    let s = |k: &str| {
+        r.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (kind, name, uid) = (s("kind"), s("name"), s("uid"));
+    let plural = match kind.as_str() {
+        "Pod" => "pods",
+        "Secret" => "secrets",
+        "Node" => "nodes",
+        other => {
+            return Err(ApiError::invalid(
+                "authentication.k8s.io",
+                "TokenRequest",
+                "",
+                &format!(
+                    "spec.boundObjectRef.kind: Unsupported value: \"{other}\": supported values: \"Node\", \"Pod\", \"Secret\""
+                ),
+            ));
+        }
+    };
+    let store = ctx.shared.store();
+    let def = store.def("", "v1", plural).ok_or_else(ApiError::no_route)?;
+    let obj = store.get(&def, ns, &name)?;
+    let actual = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if !uid.is_empty() && uid != actual {
+        return Err(ApiError::conflict(
+            "",
+            plural,
+            &name,
+            &format!(
+                "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+            ),
+        ));
+    }
+    Ok(tokens::Bound {
+        kind,
+        name,
+        uid: actual,
+    })
+}
+
 fn subject_access_review(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
-    let mut review = ctx.json_body()?;
+    let mut review = ctx.object_body()?;
     let spec = review.get("spec").cloned().unwrap_or_default();
     let s = |p: &str| {
         spec.pointer(p)
@@ -883,6 +1322,7 @@ fn subject_access_review(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         user: UserInfo {
             username: s("/user"),
             groups,
+            extra: BTreeMap::new(),
         },
         verb: if non_resource {
             s("/nonResourceAttributes/verb")

@@ -1,5 +1,5 @@
-//! Patches: JSON merge patch (RFC 7386), JSON patch (RFC 6902), strategic merge patch (treated as
-//! a merge patch) and a subset of server-side apply with per-manager field ownership.
+//! Patches: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and a subset of server-side apply
+//! with per-manager field ownership (strategic merge patch is in `strategic.rs`).
 //!
 //! Server-side apply subset:
 //! - fields are tracked as leaf paths; maps recurse, lists and scalars are atomic leaves (the real

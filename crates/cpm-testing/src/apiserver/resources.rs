@@ -1,6 +1,8 @@
 //! The resources the test API server serves: built-in kinds, CRD-registered kinds, and the
 //! discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`) kube-rs reads.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 /// What the server does with a resource beyond generic storage.
@@ -12,6 +14,8 @@ pub(crate) enum Special {
     TokenReview,
     /// `authorization.k8s.io/v1` SubjectAccessReview: create-only, answered by the authorizer.
     SubjectAccessReview,
+    /// `authentication.k8s.io/v1` SelfSubjectReview: create-only, answers who the caller is.
+    SelfSubjectReview,
     /// CustomResourceDefinition: stored, and registers the resource it defines.
     Crd,
 }
@@ -28,7 +32,11 @@ pub(crate) struct ResourceDef {
     pub(crate) namespaced: bool,
     pub(crate) status: bool,
     pub(crate) short_names: Vec<String>,
+    /// Categories (`all`), for `kubectl get all`.
+    pub(crate) categories: Vec<String>,
     pub(crate) special: Special,
+    /// Custom resources: the `openAPIV3Schema` of each served version that declares one.
+    pub(crate) schemas: BTreeMap<String, Value>,
 }
 
 impl ResourceDef {
@@ -49,8 +57,16 @@ impl ResourceDef {
             namespaced,
             status,
             short_names: vec![],
+            categories: vec![],
             special: Special::None,
+            schemas: BTreeMap::new(),
         }
+    }
+
+    /// In the `all` category.
+    fn all(mut self) -> Self {
+        self.categories = vec!["all".into()];
+        self
     }
 
     fn special(mut self, special: Special) -> Self {
@@ -72,9 +88,22 @@ impl ResourceDef {
         }
     }
 
+    /// Whether the kind is answered rather than stored (the reviews).
+    pub(crate) fn create_only(&self) -> bool {
+        matches!(
+            self.special,
+            Special::TokenReview | Special::SubjectAccessReview | Special::SelfSubjectReview
+        )
+    }
+
+    /// Whether this is a custom resource (defined by a CRD).
+    pub(crate) fn custom(&self) -> bool {
+        !self.group.is_empty() && !builtins().iter().any(|d| d.group == self.group)
+    }
+
     fn verbs(&self) -> Vec<&'static str> {
         match self.special {
-            Special::TokenReview | Special::SubjectAccessReview => vec!["create"],
+            _ if self.create_only() => vec!["create"],
             _ => vec![
                 "create",
                 "delete",
@@ -94,10 +123,33 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
     vec![
         ResourceDef::builtin("", "v1", "Namespace", "namespaces", false, true).short(&["ns"]),
         ResourceDef::builtin("", "v1", "Node", "nodes", false, true).short(&["no"]),
-        ResourceDef::builtin("", "v1", "Pod", "pods", true, true).short(&["po"]),
+        ResourceDef::builtin("", "v1", "Pod", "pods", true, true)
+            .short(&["po"])
+            .all(),
         ResourceDef::builtin("", "v1", "Secret", "secrets", true, false),
         ResourceDef::builtin("", "v1", "ConfigMap", "configmaps", true, false).short(&["cm"]),
         ResourceDef::builtin("", "v1", "Event", "events", true, false).short(&["ev"]),
+        ResourceDef::builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false)
+            .short(&["sa"]),
+        ResourceDef::builtin("", "v1", "Service", "services", true, true)
+            .short(&["svc"])
+            .all(),
+        ResourceDef::builtin("apps", "v1", "Deployment", "deployments", true, true)
+            .short(&["deploy"])
+            .all(),
+        ResourceDef::builtin("apps", "v1", "DaemonSet", "daemonsets", true, true)
+            .short(&["ds"])
+            .all(),
+        ResourceDef::builtin("apps", "v1", "StatefulSet", "statefulsets", true, true)
+            .short(&["sts"])
+            .all(),
+        ResourceDef::builtin("apps", "v1", "ReplicaSet", "replicasets", true, true)
+            .short(&["rs"])
+            .all(),
+        ResourceDef::builtin("batch", "v1", "Job", "jobs", true, true).all(),
+        ResourceDef::builtin("batch", "v1", "CronJob", "cronjobs", true, true)
+            .short(&["cj"])
+            .all(),
         ResourceDef::builtin(
             "discovery.k8s.io",
             "v1",
@@ -124,6 +176,22 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
             false,
         ),
         ResourceDef::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            false,
+        ),
+        ResourceDef::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            false,
+        ),
+        ResourceDef::builtin(
             "apiextensions.k8s.io",
             "v1",
             "CustomResourceDefinition",
@@ -142,6 +210,15 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
             false,
         )
         .special(Special::TokenReview),
+        ResourceDef::builtin(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            false,
+            false,
+        )
+        .special(Special::SelfSubjectReview),
         ResourceDef::builtin(
             "authorization.k8s.io",
             "v1",
@@ -178,6 +255,7 @@ pub(crate) fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         ));
     }
     let mut versions = Vec::new();
+    let mut schemas = BTreeMap::new();
     let mut status = false;
     let list = spec
         .get("versions")
@@ -196,6 +274,9 @@ pub(crate) fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
             .ok_or("spec.versions[].name: Required value")?;
         versions.push(vname.to_string());
         status |= v.pointer("/subresources/status").is_some();
+        if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {
+            schemas.insert(vname.to_string(), schema.clone());
+        }
     }
     if versions.is_empty() {
         return Err(
@@ -203,6 +284,18 @@ pub(crate) fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
                 .into(),
         );
     }
+    let list = |p: &str| -> Vec<String> {
+        spec.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let categories = list("/names/categories");
     let short_names = spec
         .pointer("/names/shortNames")
         .and_then(Value::as_array)
@@ -222,7 +315,9 @@ pub(crate) fn from_crd(crd: &Value) -> Result<ResourceDef, String> {
         namespaced,
         status,
         short_names,
+        categories,
         special: Special::None,
+        schemas,
     })
 }
 
@@ -306,6 +401,9 @@ pub(crate) fn resource_list(defs: &[ResourceDef], group: &str, version: &str) ->
         if !d.short_names.is_empty() {
             r["shortNames"] = json!(d.short_names);
         }
+        if !d.categories.is_empty() {
+            r["categories"] = json!(d.categories);
+        }
         resources.push(r);
         if d.status {
             resources.push(json!({
@@ -314,6 +412,30 @@ pub(crate) fn resource_list(defs: &[ResourceDef], group: &str, version: &str) ->
                 "namespaced": d.namespaced,
                 "kind": d.kind,
                 "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if d.group == "apps"
+            && matches!(d.kind.as_str(), "Deployment" | "ReplicaSet" | "StatefulSet")
+        {
+            resources.push(json!({
+                "name": format!("{}/scale", d.plural),
+                "singularName": "",
+                "namespaced": true,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if d.group.is_empty() && d.kind == "ServiceAccount" {
+            resources.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
             }));
         }
     }
@@ -330,12 +452,18 @@ pub(crate) fn resource_list(defs: &[ResourceDef], group: &str, version: &str) ->
     )
 }
 
-/// `/version`.
-pub(crate) fn version() -> Value {
+/// The version the test API server reports unless told otherwise.
+pub(crate) const DEFAULT_GIT_VERSION: &str = "v1.33.0-cpm-testing";
+
+/// `/version` for a `gitVersion` such as `v1.33.5` (major and minor are read from it).
+pub(crate) fn version(git_version: &str) -> Value {
+    let mut parts = git_version.trim_start_matches('v').split(['.', '-', '+']);
+    let major = parts.next().unwrap_or_default();
+    let minor = parts.next().unwrap_or_default();
     json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": "v1.33.0-cpm-testing",
+        "major": major,
+        "minor": minor,
+        "gitVersion": git_version,
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2025-01-01T00:00:00Z",

@@ -179,6 +179,31 @@ impl ApiError {
         )
     }
 
+    /// 415 UnsupportedMediaType for a body the server cannot decode (CBOR, a patch type the
+    /// resource does not take), as kube-apiserver words it.
+    pub fn unsupported_body_type(accepted: &[&str]) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
+        )
+    }
+
+    /// 406 NotAcceptable: no response media type the client accepts.
+    pub fn not_acceptable(offered: &[&str]) -> Self {
+        Self::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "only the following media types are accepted: {}",
+                offered.join(", ")
+            ),
+        )
+    }
+
     /// An injected server error (500, 503, …).
     pub fn injected(code: u16) -> Self {
         let reason = match code {

@@ -90,7 +90,7 @@ pub(crate) struct Store {
     pub(crate) window: usize,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
@@ -183,6 +183,28 @@ impl Store {
             history: VecDeque::new(),
             compacted: 1,
             window,
+        }
+    }
+
+    /// The namespaces kube-apiserver creates when it starts, as it creates them.
+    pub(crate) fn create_system_namespaces(&mut self) {
+        let Some(def) = self.def("", "v1", "namespaces") else {
+            return;
+        };
+        let opts = WriteOpts {
+            dry_run: false,
+            manager: "kube-apiserver".into(),
+        };
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let ns = json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            });
+            // A fresh store has none of them; nothing else can fail here.
+            let _ = self.create(&def, "", ns, &opts, None);
         }
     }
 

@@ -88,14 +88,27 @@ impl Ca {
         self.der.clone()
     }
 
-    /// The serving certificate for 127.0.0.1 and localhost.
-    pub(crate) fn serving(&self) -> Result<CertAndKey, ApiServerError> {
+    /// The serving certificate for localhost, 127.0.0.1 and `sans` (IP addresses or DNS names).
+    pub(crate) fn serving(&self, sans: &[String]) -> Result<CertAndKey, ApiServerError> {
         let key = KeyPair::generate().map_err(|e| tls_err("serving key", e))?;
         let mut params = CertificateParams::new(vec!["localhost".to_string()])
             .map_err(|e| tls_err("serving params", e))?;
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        for san in sans {
+            let entry = match san.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    san.clone()
+                        .try_into()
+                        .map_err(|e| tls_err("serving name", e))?,
+                ),
+            };
+            if !params.subject_alt_names.contains(&entry) {
+                params.subject_alt_names.push(entry);
+            }
+        }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "kube-apiserver");
         params.distinguished_name = dn;
@@ -144,49 +157,62 @@ impl Ca {
         })
     }
 
-    /// The rustls server config: the serving certificate, optional client certificates verified
-    /// against this CA, ALPN h2 and http/1.1.
-    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, ApiServerError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(self.der())
-            .map_err(|e| tls_err("root store", e))?;
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| tls_err("client verifier", e))?;
-        let serving = self.serving()?;
+    /// The rustls server config: a serving certificate for `sans`, optional client
+    /// certificates verified against `client_roots`, ALPN h2 and http/1.1.
+    pub(crate) fn server_config(
+        &self,
+        sans: &[String],
+        client_roots: &[CertificateDer<'static>],
+    ) -> Result<Arc<rustls::ServerConfig>, ApiServerError> {
+        let serving = self.serving(sans)?;
         let certs = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| tls_err("serving cert pem", e))?;
         let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes())
             .map_err(|e| tls_err("serving key pem", e))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls_err("protocol versions", e))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .map_err(|e| tls_err("server config", e))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        server_config(certs, key, client_roots, rustls::DEFAULT_VERSIONS, None)
+    }
+
+    /// The CA certificate, DER.
+    pub(crate) fn cert_der(&self) -> CertificateDer<'static> {
+        self.der()
     }
 }
 
-/// The user a verified client certificate names: CN → username, each O → a group.
-pub(crate) fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let username = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    Some(UserInfo { username, groups })
+/// A rustls server config (aws-lc-rs): `certs` and `key`, optional client certificates
+/// verified against `client_roots` (none asked for when empty), the given protocol versions and,
+/// when given, only these cipher suites; ALPN h2 and http/1.1.
+pub(crate) fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: &[CertificateDer<'static>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
+) -> Result<Arc<rustls::ServerConfig>, ApiServerError> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(suites) = suites {
+        provider.cipher_suites = suites;
+    }
+    let provider = Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| tls_err("protocol versions", e))?;
+    let builder = if client_roots.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        for c in client_roots {
+            roots.add(c.clone()).map_err(|e| tls_err("client CA", e))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls_err("client verifier", e))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_err("server config", e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -1546,3 +1546,94 @@ async fn kubeconfig_yaml_is_a_usable_kubeconfig() -> Result<()> {
     assert!(pods.list(&ListParams::default()).await?.items.is_empty());
     Ok(())
 }
+
+/// A TLS connection to `server`, as an HTTP/1.1 client would open it.
+async fn tls_connection(
+    server: &ApiServer,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(server.ca_pem().as_bytes())?)?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    Ok(
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await?,
+    )
+}
+
+/// Reads until the server closes the connection; the bytes it sent before.
+async fn until_closed(
+    conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() -> Result<()> {
+    use cpm_testing::apiserver::Limits;
+    use tokio::io::AsyncWriteExt as _;
+    // Headers that never end are cut at the header-read timeout.
+    let server = ApiServer::start_with(ApiServerOptions {
+        limits: Limits {
+            header_read: Duration::from_millis(300),
+            ..Limits::standard()
+        },
+        ..ApiServerOptions::standard()
+    })
+    .await?;
+    let mut conn = tls_connection(&server).await?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    let got = within("the slow client to be cut", until_closed(&mut conn)).await?;
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
+
+    // A kept-alive connection with nothing in flight is closed when idle; one whose response
+    // still streams (a watch) is not.
+    let server = ApiServer::start_with(ApiServerOptions {
+        limits: Limits {
+            idle: Duration::from_millis(300),
+            ..Limits::standard()
+        },
+        ..ApiServerOptions::standard()
+    })
+    .await?;
+    let mut idle = tls_connection(&server).await?;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let got = within("the idle connection to close", until_closed(&mut idle)).await?;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 OK"));
+    let client = server.admin_client().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut events = cms.watch(&WatchParams::default(), "0").await?.boxed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cms.create(&PostParams::default(), &cm("after-idle", &[], &[]))
+        .await?;
+    let added = within("an event on the long watch", async {
+        while let Some(event) = events.try_next().await? {
+            if let WatchEvent::Added(c) = event {
+                return Ok::<_, kube::Error>(Some(c.name_any()));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    assert_eq!(added.as_deref(), Some("after-idle"));
+    Ok(())
+}
