@@ -157,6 +157,10 @@ pub struct ApiServerOptions {
     /// CA from a cpm bundle, so kubeconfigs cpm writes work against the server); a fresh CA
     /// when `None`.
     pub ca: Option<CertAndKey>,
+    /// Where to listen: `127.0.0.1:0` (a free loopback port) by default. Another address (a
+    /// bridge address the node simulator's network namespaces reach) is added to the serving
+    /// certificate's SANs.
+    pub listen: SocketAddr,
 }
 
 impl ApiServerOptions {
@@ -166,6 +170,7 @@ impl ApiServerOptions {
             history_window: 10_000,
             bookmark_interval: Duration::from_secs(1),
             ca: None,
+            listen: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
         }
     }
 }
@@ -273,14 +278,16 @@ impl ApiServer {
         Self::start_with(ApiServerOptions::standard()).await
     }
 
-    /// Starts a server on 127.0.0.1 with a free port.
+    /// Starts a server on `opts.listen` (127.0.0.1 with a free port by default).
     pub async fn start_with(opts: ApiServerOptions) -> Result<Self, ApiServerError> {
         let ca = Arc::new(match &opts.ca {
             Some(given) => tls::Ca::from_pem(given)?,
             None => tls::Ca::generate()?,
         });
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let extra_ip =
+            Some(opts.listen.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(extra_ip)?);
+        let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(ApiServerError::Bind)?;
         let addr = listener.local_addr().map_err(ApiServerError::Bind)?;
@@ -304,7 +311,7 @@ impl ApiServer {
         Ok(Self { shared, ca, task })
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<listen address>:<port>` (`https://127.0.0.1:<port>` by default).
     pub fn url(&self) -> String {
         format!("https://{}", self.shared.addr)
     }

@@ -98,6 +98,12 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
         ResourceDef::builtin("", "v1", "Secret", "secrets", true, false),
         ResourceDef::builtin("", "v1", "ConfigMap", "configmaps", true, false).short(&["cm"]),
         ResourceDef::builtin("", "v1", "Event", "events", true, false).short(&["ev"]),
+        ResourceDef::builtin("", "v1", "ServiceAccount", "serviceaccounts", true, false)
+            .short(&["sa"]),
+        ResourceDef::builtin("", "v1", "Service", "services", true, true).short(&["svc"]),
+        ResourceDef::builtin("apps", "v1", "DaemonSet", "daemonsets", true, true).short(&["ds"]),
+        ResourceDef::builtin("batch", "v1", "Job", "jobs", true, true),
+        ResourceDef::builtin("batch", "v1", "CronJob", "cronjobs", true, true).short(&["cj"]),
         ResourceDef::builtin(
             "discovery.k8s.io",
             "v1",
@@ -121,6 +127,22 @@ pub(crate) fn builtins() -> Vec<ResourceDef> {
             "ClusterRoleBinding",
             "clusterrolebindings",
             false,
+            false,
+        ),
+        ResourceDef::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            false,
+        ),
+        ResourceDef::builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
             false,
         ),
         ResourceDef::builtin(
