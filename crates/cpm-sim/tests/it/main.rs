@@ -1,0 +1,1 @@
+//! Integration tests of the node simulator (real runc, real network namespaces).
