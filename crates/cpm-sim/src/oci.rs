@@ -302,7 +302,6 @@ pub fn config_json(bundle: &Bundle) -> Value {
             "env": bundle.env,
             "cwd": bundle.cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576, "soft": 1_048_576}],
             "noNewPrivileges": s.no_new_privileges,
         },
         "root": {"path": bundle.rootfs, "readonly": s.readonly_root},

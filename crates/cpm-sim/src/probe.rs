@@ -111,6 +111,40 @@ pub async fn run(probe: &Probe, container: &Container, target: &Target) -> Outco
     }
 }
 
+/// The status code of `GET <path>` at `addr` from inside namespace `netns`, with extra
+/// `headers` (HTTPS without verification when `https`), as the kubelet's probes send it.
+pub async fn http_status(
+    netns: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    https: bool,
+    timeout: Duration,
+) -> Result<u16, String> {
+    let scheme = if https { "https" } else { "http" };
+    let tcp = crate::net::connect_in_async(netns, addr, timeout)
+        .await
+        .map_err(|e| format!("Get \"{scheme}://{addr}{path}\": dial tcp {addr}: {e}"))?;
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    if https {
+        let connector = tokio_rustls::TlsConnector::from(insecure_client_config());
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls handshake with {addr}: {e}"))?;
+        exchange(tls, &request).await
+    } else {
+        exchange(tcp, &request).await
+    }
+}
+
 async fn http_get(
     netns: &str,
     addr: SocketAddr,
@@ -119,27 +153,7 @@ async fn http_get(
     https: bool,
     timeout: Duration,
 ) -> Outcome {
-    let tcp = crate::net::connect_in_async(netns, addr, timeout)
-        .await
-        .map_err(|e| format!("Get \"http://{addr}{path}\": dial tcp {addr}: {e}"))?;
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    let status = if https {
-        let connector = tokio_rustls::TlsConnector::from(insecure_client_config());
-        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("tls handshake with {addr}: {e}"))?;
-        exchange(tls, &request).await?
-    } else {
-        exchange(tcp, &request).await?
-    };
+    let status = http_status(netns, addr, path, headers, https, timeout).await?;
     if (200..400).contains(&status) {
         Ok(())
     } else {
@@ -179,24 +193,14 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 fn insecure_client_config() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(AcceptAny(provider.clone()));
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth()
-        });
-    match config {
-        Ok(c) => Arc::new(c),
-        Err(_) => Arc::new(
-            rustls::ClientConfig::builder()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
-                ))))
-                .with_no_client_auth(),
-        ),
-    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("invariant: aws-lc-rs supports the default protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    )
 }
 
 #[derive(Debug)]

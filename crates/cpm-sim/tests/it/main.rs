@@ -1,1 +1,9 @@
-//! Integration tests of the node simulator (real runc, real network namespaces).
+//! Integration tests of the node simulator: real runc, real network namespaces, the workspace
+//! binaries (`cargo build --bins`, or a `--workspace` test run, builds them first).
+
+mod agents;
+mod common;
+mod network;
+mod pod;
+mod probes;
+mod static_pods;
