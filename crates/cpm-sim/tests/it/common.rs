@@ -115,7 +115,15 @@ pub fn exec(cluster: &SimCluster, id: &str, script: &str) -> anyhow::Result<Stri
     let out = std::process::Command::new("runc")
         .arg("--root")
         .arg(cluster.runc_root())
-        .args(["exec", "--env", "PATH=/usr/bin:/bin", id, "/bin/sh", "-c", script])
+        .args([
+            "exec",
+            "--env",
+            "PATH=/usr/bin:/bin",
+            id,
+            "/bin/sh",
+            "-c",
+            script,
+        ])
         .output()?;
     anyhow::ensure!(
         out.status.success(),
