@@ -3,6 +3,8 @@
 
 mod agents;
 mod common;
+mod image_mode;
+mod jobs;
 mod network;
 mod pod;
 mod probes;
