@@ -761,6 +761,13 @@ enum Ended {
     Stopped,
 }
 
+fn exit_code_of(ended: &Ended) -> i32 {
+    match ended {
+        Ended::Exited(c) | Ended::Liveness(c, _) => *c,
+        Ended::Stopped => 0,
+    }
+}
+
 fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
     status.ok().and_then(|s| s.code()).unwrap_or(137)
 }
@@ -901,6 +908,10 @@ async fn supervise(shared: Arc<Shared>, volumes: Volumes, c: Container, s: Slot)
             p.abort();
         }
         runc.delete(&prepared.id).await;
+        let message = termination_message(&c, &prepared, exit_code_of(&ended));
+        // The bundle (config.json, rootfs skeleton or unpacked image) is done with; the log
+        // stays for the tests.
+        let _ = std::fs::remove_dir_all(&prepared.bundle);
         let code = match &ended {
             Ended::Exited(c) | Ended::Liveness(c, _) => *c,
             Ended::Stopped => {
@@ -917,7 +928,7 @@ async fn supervise(shared: Arc<Shared>, volumes: Volumes, c: Container, s: Slot)
         let terminated = State::Terminated {
             exit_code: code,
             reason: if code == 0 { "Completed" } else { "Error" }.into(),
-            message: termination_message(&c, &prepared, code),
+            message,
             started_at,
             finished_at: now(),
             container_id: format!("runc://{}", prepared.id),
