@@ -31,7 +31,7 @@ use crate::net::ClusterNet;
 use crate::runc::Runc;
 
 /// The first service IP (`serviceSubnet` 10.96.0.0/12 of the example configuration).
-pub const SERVICE_IP: &str = "10.96.0.1";
+pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 
 /// How a cluster is built.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ impl std::fmt::Debug for SimCluster {
 /// Whether this machine can run the simulator (root, `runc`, `ip`, network namespaces); the
 /// reason when not.
 pub fn unavailable() -> Option<String> {
-    for tool in ["runc", "ip"] {
+    for tool in ["runc", "ip", "iptables"] {
         if crate::net::which(tool).is_none() {
             return Some(format!("`{tool}` is not installed (bash .ci/install-deps)"));
         }
@@ -173,6 +173,7 @@ impl SimCluster {
             ApiServer::start_with(ApiServerOptions {
                 ca: Some(ca.clone()),
                 listen: SocketAddr::from((net.gateway(), 0)),
+                serving_ips: vec![SERVICE_IP.into()],
                 ..ApiServerOptions::standard()
             })
             .await
@@ -189,8 +190,9 @@ impl SimCluster {
             tokens: Arc::new(RegisteredTokens(server.clone())),
             net: net.clone(),
             taken: Mutex::new([0u8, 1].into_iter().collect()),
-            service_env: crate::env::kubernetes_service_env(SERVICE_IP),
+            service_env: crate::env::kubernetes_service_env(&SERVICE_IP.to_string()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            service_routes: vec![(SocketAddr::from((SERVICE_IP, 443)), server.addr())],
         });
         let config_secret = opts
             .workspace
@@ -256,12 +258,16 @@ impl SimCluster {
         crate::controllers::tokens::publish_root_ca(&client, self.server.ca_pem())
             .await
             .map_err(SimError::kube("publish", "configmap kube-root-ca.crt"))?;
-        crate::controllers::endpoints::publish(&client, SERVICE_IP, &[self.server.addr()])
-            .await
-            .map_err(SimError::kube(
-                "publish",
-                "endpointslice default/kubernetes",
-            ))?;
+        crate::controllers::endpoints::publish(
+            &client,
+            &SERVICE_IP.to_string(),
+            &[self.server.addr()],
+        )
+        .await
+        .map_err(SimError::kube(
+            "publish",
+            "endpointslice default/kubernetes",
+        ))?;
         Ok(())
     }
 
@@ -339,7 +345,7 @@ impl SimCluster {
             .take_index(2)
             .ok_or_else(|| SimError::invalid(format!("master {name}"), "no free address"))?;
         let netns = crate::net::netns_name(&self.net.tag, name);
-        let ip = self.net.add_host(&netns, index)?;
+        let ip = self.ctx.add_host(&netns, index)?;
         let root = self.dir.path().join("masters").join(name);
         for d in ["etc/kubernetes/manifests", "var/lib", "root", "tmp"] {
             let p = root.join(d);

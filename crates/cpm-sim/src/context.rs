@@ -35,6 +35,9 @@ pub struct ClusterCtx {
     pub service_env: Vec<(String, String)>,
     /// Set when the cluster is being torn down: nothing new starts.
     pub stopping: AtomicBool,
+    /// Service addresses routed to their backend in every host and pod sandbox (kube-proxy's
+    /// part): `default/kubernetes` → the store.
+    pub service_routes: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 impl std::fmt::Debug for ClusterCtx {
@@ -50,6 +53,16 @@ impl ClusterCtx {
     /// Whether teardown has begun.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Adds a host (a master, or a pod sandbox) with address index `index`: its namespace on
+    /// the bridge and the Service routes.
+    pub fn add_host(&self, netns: &str, index: u8) -> crate::error::Result<Ipv4Addr> {
+        let ip = self.net.add_host(netns, index)?;
+        for (service, target) in &self.service_routes {
+            ClusterNet::route_service(netns, *service, *target)?;
+        }
+        Ok(ip)
     }
 
     /// Takes the first free host index at or above `from`.

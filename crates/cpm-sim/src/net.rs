@@ -213,6 +213,33 @@ impl ClusterNet {
         Ok(ip)
     }
 
+    /// Routes TCP to `service` from inside `netns` to `target`, as kube-proxy does for a
+    /// Service's ClusterIP (an iptables DNAT rule in the namespace's `OUTPUT` chain).
+    pub fn route_service(netns: &str, service: SocketAddr, target: SocketAddr) -> Result<()> {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-d",
+            &format!("{}/32", service.ip()),
+            "-p",
+            "tcp",
+            "--dport",
+            &service.port().to_string(),
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &target.to_string(),
+        ])
+        .map(|_| ())
+    }
+
     /// Removes a host's namespace (its veth pair goes with it).
     pub fn remove_host(netns: &str) {
         let _ = run(&["ip", "netns", "del", netns]);

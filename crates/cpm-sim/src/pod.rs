@@ -223,7 +223,7 @@ pub fn spawn(node: Arc<NodeCtx>, pod: &Pod, uid: &str, status_name: &str) -> Pod
 async fn run_pod(shared: Arc<Shared>) {
     let poster = tokio::spawn(post_status(shared.clone()));
     if let Some(index) = shared.sandbox
-        && let Err(e) = shared.node.cluster.net.add_host(&shared.netns, index)
+        && let Err(e) = shared.node.cluster.add_host(&shared.netns, index)
     {
         tracing::warn!(pod = %shared.status_name, error = %e, "pod sandbox");
     }

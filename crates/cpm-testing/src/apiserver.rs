@@ -161,6 +161,9 @@ pub struct ApiServerOptions {
     /// bridge address the node simulator's network namespaces reach) is added to the serving
     /// certificate's SANs.
     pub listen: SocketAddr,
+    /// More IP addresses for the serving certificate (a Service ClusterIP that is DNATed to
+    /// the server, as `kubernetes.default`'s first service IP is).
+    pub serving_ips: Vec<std::net::IpAddr>,
 }
 
 impl ApiServerOptions {
@@ -171,6 +174,7 @@ impl ApiServerOptions {
             bookmark_interval: Duration::from_secs(1),
             ca: None,
             listen: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            serving_ips: Vec::new(),
         }
     }
 }
@@ -284,9 +288,12 @@ impl ApiServer {
             Some(given) => tls::Ca::from_pem(given)?,
             None => tls::Ca::generate()?,
         });
-        let extra_ip =
-            Some(opts.listen.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(extra_ip)?);
+        let extra_ips: Vec<std::net::IpAddr> = Some(opts.listen.ip())
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+            .into_iter()
+            .chain(opts.serving_ips.iter().copied())
+            .collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&extra_ips)?);
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(ApiServerError::Bind)?;

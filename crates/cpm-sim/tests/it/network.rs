@@ -1,6 +1,7 @@
 //! Masters are network namespaces: each binds the same loopback ports (api-proxy on
 //! 127.0.0.1:6445, its admin on 127.0.0.1:9606, proxy-reloader's on 127.0.0.1:9605) without
-//! conflict, and each is reachable from the host on its own address.
+//! conflict, and each is reachable from the host on its own address; inside each, the
+//! `kubernetes` Service's ClusterIP leads to the store (kube-proxy's part).
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -26,6 +27,38 @@ spec:
     readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
 "#
     )
+}
+
+/// `GET /version` at `https://10.96.0.1:443` from inside `netns`, verified against the cluster
+/// CA for the IP 10.96.0.1 (as an in-cluster client does); the status line.
+async fn in_cluster_version(netns: &str, ca_pem: &str) -> anyhow::Result<String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr: SocketAddr = "10.96.0.1:443".parse()?;
+    let tcp = cpm_sim::net::connect_in_async(netns, addr, Duration::from_secs(5)).await?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(
+        ca_pem.as_bytes(),
+    )?)?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    tls.write_all(b"GET /version HTTP/1.1\r\nHost: 10.96.0.1\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn get_from_host(addr: SocketAddr) -> Option<String> {
@@ -108,6 +141,13 @@ async fn two_masters_bind_the_same_loopback_ports_and_are_reachable_on_their_ips
             .map_err(anyhow::Error::msg)?;
             assert_eq!(code, 200, "{}: {admin}/livez", m.name);
         }
+        // The `kubernetes` Service's ClusterIP reaches the store, with a certificate valid for it.
+        let line = in_cluster_version(&m.netns, cluster.server().ca_pem()).await?;
+        assert_eq!(
+            line, "HTTP/1.1 200 OK",
+            "{}: https://10.96.0.1/version",
+            m.name
+        );
         // From the host: the node's own address.
         let answer = get_from_host(SocketAddr::new(m.ip.into(), 8080)).unwrap_or_default();
         assert!(answer.starts_with("HTTP/1.0 200"), "{}: {answer}", m.ip);

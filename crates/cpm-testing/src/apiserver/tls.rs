@@ -88,11 +88,11 @@ impl Ca {
         self.der.clone()
     }
 
-    /// The serving certificate for 127.0.0.1, localhost and `extra_ip` (the listen address
-    /// when it is not loopback).
+    /// The serving certificate for 127.0.0.1, localhost and `extra_ips` (the listen address
+    /// when it is not loopback, and any other address asked for).
     pub(crate) fn serving(
         &self,
-        extra_ip: Option<std::net::IpAddr>,
+        extra_ips: &[std::net::IpAddr],
     ) -> Result<CertAndKey, ApiServerError> {
         let key = KeyPair::generate().map_err(|e| tls_err("serving key", e))?;
         let mut params = CertificateParams::new(vec!["localhost".to_string()])
@@ -100,8 +100,8 @@ impl Ca {
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        if let Some(ip) = extra_ip {
-            params.subject_alt_names.push(SanType::IpAddress(ip));
+        for ip in extra_ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "kube-apiserver");
@@ -152,10 +152,10 @@ impl Ca {
     }
 
     /// The rustls server config: the serving certificate, optional client certificates verified
-    /// against this CA, ALPN h2 and http/1.1; `extra_ip` is added to the serving certificate.
+    /// against this CA, ALPN h2 and http/1.1; `extra_ips` are added to the serving certificate.
     pub(crate) fn server_config(
         &self,
-        extra_ip: Option<std::net::IpAddr>,
+        extra_ips: &[std::net::IpAddr],
     ) -> Result<Arc<rustls::ServerConfig>, ApiServerError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = RootCertStore::empty();
@@ -167,7 +167,7 @@ impl Ca {
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| tls_err("client verifier", e))?;
-        let serving = self.serving(extra_ip)?;
+        let serving = self.serving(extra_ips)?;
         let certs = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| tls_err("serving cert pem", e))?;
