@@ -111,16 +111,17 @@ pub async fn run(probe: &Probe, container: &Container, target: &Target) -> Outco
     }
 }
 
-/// The status code of `GET <path>` at `addr` from inside namespace `netns`, with extra
-/// `headers` (HTTPS without verification when `https`), as the kubelet's probes send it.
-pub async fn http_status(
+/// `GET <path>` at `addr` from inside namespace `netns`, with extra `headers` (HTTPS without
+/// verification when `https`), as the kubelet's probes send it: the status code and up to
+/// 1 MiB of the body.
+pub async fn http_get_in(
     netns: &str,
     addr: SocketAddr,
     path: &str,
     headers: &[(String, String)],
     https: bool,
     timeout: Duration,
-) -> Result<u16, String> {
+) -> Result<(u16, String), String> {
     let scheme = if https { "https" } else { "http" };
     let tcp = crate::net::connect_in_async(netns, addr, timeout)
         .await
@@ -145,6 +146,20 @@ pub async fn http_status(
     }
 }
 
+/// The status code of [`http_get_in`].
+pub async fn http_status(
+    netns: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    https: bool,
+    timeout: Duration,
+) -> Result<u16, String> {
+    http_get_in(netns, addr, path, headers, https, timeout)
+        .await
+        .map(|(s, _)| s)
+}
+
 async fn http_get(
     netns: &str,
     addr: SocketAddr,
@@ -164,29 +179,41 @@ async fn http_get(
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     request: &str,
-) -> Result<u16, String> {
+) -> Result<(u16, String), String> {
+    const LIMIT: usize = 1 << 20;
     s.write_all(request.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(2).any(|w| w == b"\r\n") {
-        let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
+    let mut chunk = [0u8; 8192];
+    while buf.len() < LIMIT {
+        match s.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A peer that closes without TLS close_notify still sent its answer.
+            Err(e) if !buf.is_empty() => {
+                tracing::trace!(error = %e, "connection ended");
+                break;
+            }
+            Err(e) => return Err(e.to_string()),
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
-    let line = String::from_utf8_lossy(&buf);
-    line.split_whitespace()
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| {
             format!(
                 "malformed HTTP response {:?}",
-                line.lines().next().unwrap_or_default()
+                text.lines().next().unwrap_or_default()
             )
-        })
+        })?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// A TLS client that accepts any server certificate, as the kubelet's HTTPS probes do.

@@ -149,6 +149,7 @@ async fn the_agents_daemonset_runs_its_exact_spec_and_becomes_ready() -> anyhow:
     if let Err(e) = result {
         anyhow::bail!("{e}{}", dump(&cluster).await);
     }
+    crate::common::dump_if_asked(&cluster).await;
     cluster.shutdown().await;
     Ok(())
 }

@@ -163,3 +163,10 @@ pub async fn dump(cluster: &SimCluster) -> String {
     }
     out
 }
+
+/// Prints [`dump`] when `CPM_SIM_DUMP=1` (to read what every container logged in a passing run).
+pub async fn dump_if_asked(cluster: &SimCluster) {
+    if std::env::var("CPM_SIM_DUMP").is_ok_and(|v| v == "1") {
+        eprintln!("{}", dump(cluster).await);
+    }
+}

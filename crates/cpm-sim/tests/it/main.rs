@@ -3,6 +3,7 @@
 
 mod agents;
 mod common;
+mod deployed;
 mod image_mode;
 mod jobs;
 mod network;
