@@ -9,4 +9,5 @@ mod jobs;
 mod network;
 mod pod;
 mod probes;
+mod rollout;
 mod static_pods;
