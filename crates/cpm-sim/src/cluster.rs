@@ -368,10 +368,10 @@ impl SimCluster {
             root: root.clone(),
             cluster: self.ctx.clone(),
         });
-        let uid = crate::kubelet::register(&node, mo.control_plane, &self.version).await?;
+        let registration = crate::kubelet::register(&node, mo.control_plane, &self.version).await?;
         let kubelet = tokio::spawn(crate::kubelet::run(
             node,
-            uid,
+            registration,
             self.version.clone(),
             self.stop.subscribe(),
         ));

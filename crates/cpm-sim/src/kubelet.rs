@@ -59,11 +59,11 @@ pub fn node_object(node: &NodeCtx, master: bool, version: &str) -> serde_json::V
         "kind": "Node",
         "metadata": {"name": node.name, "labels": labels},
         "spec": spec,
-        "status": node_status(node, version),
+        "status": node_status(node, version, &rfc3339_now()),
     })
 }
 
-fn node_status(node: &NodeCtx, version: &str) -> serde_json::Value {
+fn node_status(node: &NodeCtx, version: &str, ready_since: &str) -> serde_json::Value {
     let now = rfc3339_now();
     json!({
         "addresses": [
@@ -76,7 +76,7 @@ fn node_status(node: &NodeCtx, version: &str) -> serde_json::Value {
             "reason": "KubeletReady",
             "message": "kubelet is posting ready status",
             "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
+            "lastTransitionTime": ready_since,
         }],
         "nodeInfo": {
             "kubeletVersion": version,
@@ -94,8 +94,8 @@ fn node_status(node: &NodeCtx, version: &str) -> serde_json::Value {
     })
 }
 
-/// Creates (or takes over) the Node; returns its uid.
-pub async fn register(node: &NodeCtx, master: bool, version: &str) -> Result<String> {
+/// Creates (or takes over) the Node; returns its uid and when it became Ready.
+pub async fn register(node: &NodeCtx, master: bool, version: &str) -> Result<(String, String)> {
     let api: Api<Node> = Api::all(node.cluster.client.clone());
     let obj: Node = serde_json::from_value(node_object(node, master, version)).map_err(|e| {
         SimError::Parse {
@@ -111,14 +111,15 @@ pub async fn register(node: &NodeCtx, master: bool, version: &str) -> Result<Str
             .map_err(SimError::kube("get", format!("node {}", node.name)))?,
         Err(e) => return Err(SimError::kube("create", format!("node {}", node.name))(e)),
     };
-    let status = Patch::Merge(json!({"status": node_status(node, version)}));
+    let since = rfc3339_now();
+    let status = Patch::Merge(json!({"status": node_status(node, version, &since)}));
     api.patch_status(&node.name, &PatchParams::default(), &status)
         .await
         .map_err(SimError::kube(
             "patch status",
             format!("node {}", node.name),
         ))?;
-    Ok(created.metadata.uid.unwrap_or_default())
+    Ok((created.metadata.uid.unwrap_or_default(), since))
 }
 
 struct Running {
@@ -131,18 +132,21 @@ struct State {
     node: Arc<NodeCtx>,
     node_uid: String,
     version: String,
+    ready_since: String,
     api_pods: BTreeMap<String, PodWorker>,
     static_pods: BTreeMap<String, Running>,
     desired_static: BTreeMap<String, StaticPod>,
 }
 
-/// Runs the kubelet of `node` until `stop` turns true; then stops every pod.
+/// Runs the kubelet of `node` (registered as `registration`: its uid, Ready since) until
+/// `stop` turns true; then stops every pod.
 pub async fn run(
     node: Arc<NodeCtx>,
-    node_uid: String,
+    registration: (String, String),
     version: String,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (node_uid, ready_since) = registration;
     let manifests = node.root.join("etc/kubernetes/manifests");
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<()>();
     let watcher = watch_dir(&manifests, tx);
@@ -150,6 +154,7 @@ pub async fn run(
         node,
         node_uid,
         version,
+        ready_since,
         api_pods: BTreeMap::new(),
         static_pods: BTreeMap::new(),
         desired_static: BTreeMap::new(),
@@ -225,7 +230,9 @@ fn watch_dir(
 
 async fn heartbeat(state: &State) {
     let api: Api<Node> = Api::all(state.node.cluster.client.clone());
-    let patch = Patch::Merge(json!({"status": node_status(&state.node, &state.version)}));
+    let patch = Patch::Merge(
+        json!({"status": node_status(&state.node, &state.version, &state.ready_since)}),
+    );
     if let Err(e) = api
         .patch_status(&state.node.name, &PatchParams::default(), &patch)
         .await

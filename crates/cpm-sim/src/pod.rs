@@ -396,36 +396,32 @@ async fn sync_payloads(
         shared.fields.service_account.clone(),
     );
     for v in volumes {
-        let mut issue = |aud: Option<&str>, exp: i64| tokens.issue(&ns, &sa, aud, exp);
+        let dir = &dirs[&v.name];
+        // A token is issued once per volume (the simulator's tokens do not expire).
+        let existing = token_on_disk(dir, v);
+        let mut issue = |aud: Option<&str>, exp: i64| match &existing {
+            Some(t) => Ok(t.clone()),
+            None => tokens.issue(&ns, &sa, aud, exp),
+        };
         let Some(payload) = crate::volume::payload(v, &objects, &shared.fields, &mut issue) else {
             continue;
         };
         let payload = payload
             .map_err(|e| format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name))?;
-        let dir = &dirs[&v.name];
-        // A token is issued once per volume: keep the one on disk.
-        let payload = keep_tokens(dir, payload, v);
         crate::volume::write_payload(dir, &payload, fs_group)
             .map_err(|e| format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name))?;
     }
     Ok(())
 }
 
-/// Keeps a projected token already written (the simulator's tokens do not expire).
-fn keep_tokens(
-    dir: &Path,
-    mut payload: crate::volume::Payload,
-    v: &Volume,
-) -> crate::volume::Payload {
-    for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-        if let Some(t) = &src.service_account_token
-            && let Ok(old) = std::fs::read(dir.join("..data").join(&t.path))
-            && let Some(entry) = payload.get_mut(&t.path)
-        {
-            entry.0 = old;
-        }
-    }
-    payload
+/// The token a projected volume already holds, if any.
+fn token_on_disk(dir: &Path, v: &Volume) -> Option<String> {
+    let path = v
+        .projected
+        .iter()
+        .flat_map(|p| p.sources.iter().flatten())
+        .find_map(|src| src.service_account_token.as_ref().map(|t| t.path.clone()))?;
+    std::fs::read_to_string(dir.join("..data").join(path)).ok()
 }
 
 async fn setup_volumes(shared: &Arc<Shared>) -> Option<Volumes> {
