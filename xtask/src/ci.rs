@@ -5,13 +5,14 @@ use crate::cmd::{self, have};
 /// Crates checked one by one with their default features, so none leans on features another
 /// crate unifies in. Clippy and the tests run with all features, so feature-gated code is built
 /// and tested too.
-const CRATES: [&str; 11] = [
+const CRATES: [&str; 12] = [
     "cpm-core",
     "cpm-certs",
     "cpm-etcd",
     "cpm-kubeconfig",
     "cpm-manifests",
     "cpm-testing",
+    "cpm-sim",
     "api-proxy",
     "proxy-reloader",
     "etcd-backup",

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Packages that have binaries but ship no image.
-const NOT_SHIPPED: [&str; 3] = ["xtask", "cpm-testing", "cpm-tests"];
+const NOT_SHIPPED: [&str; 4] = ["xtask", "cpm-testing", "cpm-sim", "cpm-tests"];
 
 /// A binary of the workspace that ships as an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
